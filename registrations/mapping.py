@@ -1,0 +1,223 @@
+"""Verifik payload -> AppRegistration field values.
+
+Pure functions: no I/O, no settings, no models. The sync service is the only
+caller that writes what these return.
+
+`raw` keeps the payload as received with populated objects collapsed to
+their ids; the objects themselves live in `populated`, so a big populated
+object is stored once, not twice.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+
+# API key -> model field, for every reference to another Verifik object.
+REFERENCES = {
+    "client": "client_id",
+    "project": "project_id",
+    "projectFlow": "project_flow_id",
+    "smartLink": "smart_link_id",
+    "informationValidation": "information_validation_id",
+    "emailValidation": "email_validation_id",
+    "phoneValidation": "phone_validation_id",
+    "biometricValidation": "biometric_validation_id",
+    "person": "person_id",
+    "assignedCollection": "assigned_collection_id",
+    "documentValidation": "document_validation_id",
+    "face": "face_id",
+    "documentFace": "document_face_id",
+    "compareFaceVerification": "compare_face_verification_id",
+    "cryptoValidation": "crypto_validation_id",
+    "formSubmission": "form_submission_id",
+    "signature": "signature_id",
+    "accessControlLog": "access_control_log_id",
+}
+TEXT = {
+    "status": "status",
+    "email": "email",
+    "countryCode": "country_code",
+    "phone": "phone",
+    "name": "name",
+    "currentStep": "current_step",
+    "language": "language",
+    "notes": "notes",
+}
+FAILED_LISTS = {
+    "failedEmailValidations": "failed_email_validations",
+    "failedPhoneValidations": "failed_phone_validations",
+    "failedBiometricValidations": "failed_biometric_validations",
+    "failedDocumentValidations": "failed_document_validations",
+}
+TIMESTAMPS = {"createdAt": "created_at", "updatedAt": "updated_at"}
+
+# Every column the mapping fills; the sync writes exactly these.
+MAPPED_FIELDS = (
+    ["verifik_id", "version", "red_flags", "red_flags_details", "deleted", "failed_validations_count"]
+    + list(REFERENCES.values())
+    + list(TEXT.values())
+    + list(FAILED_LISTS.values())
+    + list(TIMESTAMPS.values())
+)
+
+
+class MappingError(ValueError):
+    """A payload that cannot be stored; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class MappedRegistration:
+    verifik_id: str
+    fields: dict
+    raw: dict
+    populated: dict
+
+
+def is_object_id(value) -> bool:
+    return isinstance(value, str) and OBJECT_ID.fullmatch(value) is not None
+
+
+def parse_timestamp(value):
+    """Verifik's ISO 8601 timestamps, with or without milliseconds, as aware UTC datetimes."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MappingError(f"expected an ISO 8601 timestamp, got {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise MappingError(f"not an ISO 8601 timestamp: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _text(value):
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise MappingError(f"expected text, got {type(value).__name__}")
+
+
+def _integer(value):
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise MappingError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise MappingError(f"expected an integer, got {value!r:.40}")
+
+
+def _boolean(value):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value in (0, 1):
+        return bool(value)
+    raise MappingError(f"expected true or false, got {value!r:.40}")
+
+
+def _list(value):
+    if value is None or isinstance(value, list):
+        return value
+    raise MappingError(f"expected a list, got {type(value).__name__}")
+
+
+def _reference(value):
+    """A reference arrives as an id string or a populated object; returns (id, object or None)."""
+    if value is None:
+        return None, None
+    if isinstance(value, dict):
+        ref_id = value.get("_id")
+        return (ref_id if is_object_id(ref_id) else None), value
+    if is_object_id(value):
+        return value, None
+    # Anything else (a malformed id, a number) is kept in `raw` only.
+    return None, None
+
+
+def collapse(payload: dict):
+    """Split a payload into (raw with references as ids, populated objects by name)."""
+    raw, populated = {}, {}
+    for key, value in payload.items():
+        if key in REFERENCES and isinstance(value, dict):
+            ref_id, obj = _reference(value)
+            raw[key] = ref_id
+            populated[key] = obj
+        else:
+            raw[key] = value
+    return raw, populated
+
+
+def merge(stored_raw: dict, stored_populated: dict, payload: dict):
+    """Lay a payload over what is stored: absent keys keep their stored value.
+
+    A stored populated object survives only while the reference still points
+    at it, so a changed reference never shows a stale object.
+    """
+    incoming_raw, incoming_populated = collapse(payload)
+    raw = {**(stored_raw or {}), **incoming_raw}
+    populated = dict(stored_populated or {})
+    for key in REFERENCES:
+        if key in incoming_populated:
+            populated[key] = incoming_populated[key]
+        elif key in incoming_raw:
+            kept = populated.get(key)
+            still_points_at_it = (
+                isinstance(kept, dict) and incoming_raw[key] is not None and kept.get("_id") == incoming_raw[key]
+            )
+            if not still_points_at_it:
+                populated.pop(key, None)
+    return raw, populated
+
+
+def map_registration(payload) -> MappedRegistration:
+    """Map one payload, whole, to field values; raises MappingError naming the bad key."""
+    if not isinstance(payload, dict):
+        raise MappingError(f"expected an object, got {type(payload).__name__}")
+    verifik_id = payload.get("_id")
+    if not is_object_id(verifik_id):
+        raise MappingError(f"_id: not a 24-hex-character id: {verifik_id!r:.40}")
+    raw, populated = collapse(payload)
+    fields = {"verifik_id": verifik_id.lower()}
+
+    def convert(key, func):
+        try:
+            return func(payload.get(key))
+        except MappingError as exc:
+            raise MappingError(f"{key}: {exc}") from None
+
+    for key, field in REFERENCES.items():
+        fields[field] = convert(key, lambda v: _reference(v)[0])
+    for key, field in TEXT.items():
+        fields[field] = convert(key, _text)
+    for key, field in FAILED_LISTS.items():
+        fields[field] = convert(key, _list)
+    for key, field in TIMESTAMPS.items():
+        fields[field] = convert(key, parse_timestamp)
+    fields["version"] = convert("__v", _integer)
+    fields["red_flags"] = convert("redFlags", _integer)
+    fields["deleted"] = convert("deleted", _boolean)
+    fields["red_flags_details"] = payload.get("redFlagsDetails")
+    fields["failed_validations_count"] = sum(len(fields[f] or ()) for f in FAILED_LISTS.values())
+    return MappedRegistration(verifik_id=fields["verifik_id"], fields=fields, raw=raw, populated=populated)
+
+
+def payload_hash(payload) -> str:
+    """A stable fingerprint of a payload, to tell an unchanged listing item without reading its row."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()

@@ -1,0 +1,166 @@
+"""A read-only mirror of Verifik app registrations, and a record of every sync.
+
+Field names follow the API keys in snake_case; references to other Verifik
+objects keep their 24-hex id in a field ending in `_id`. Those names are a
+contract other tools read.
+"""
+
+from django.conf import settings
+from django.db import models
+
+
+class RegistrationStatus(models.TextChoices):
+    """Statuses Verifik documents. Unknown future values are stored as sent."""
+
+    STARTED = "STARTED", "Started"
+    ONGOING = "ONGOING", "Ongoing"
+    NEEDS_MANUAL_VERIFICATION = "NEEDS_MANUAL_VERIFICATION", "Needs manual verification"
+    COMPLETED = "COMPLETED", "Completed"
+    COMPLETED_WITHOUT_KYC = "COMPLETED_WITHOUT_KYC", "Completed without KYC"
+    FAILED = "FAILED", "Failed"
+    EXPIRED = "EXPIRED", "Expired"
+
+
+ACTIVE_STATUSES = (
+    RegistrationStatus.STARTED,
+    RegistrationStatus.ONGOING,
+    RegistrationStatus.NEEDS_MANUAL_VERIFICATION,
+)
+
+
+def _ref(api_key):
+    return models.CharField(max_length=24, null=True, blank=True, help_text=f"Verifik id of `{api_key}`.")
+
+
+class AppRegistration(models.Model):
+    verifik_id = models.CharField("Verifik id", max_length=24, unique=True)
+    version = models.IntegerField(null=True, blank=True, help_text="Verifik's `__v`.")
+
+    client_id = _ref("client")
+    project_id = _ref("project")
+    project_flow_id = _ref("projectFlow")
+    smart_link_id = _ref("smartLink")
+    information_validation_id = _ref("informationValidation")
+    email_validation_id = _ref("emailValidation")
+    phone_validation_id = _ref("phoneValidation")
+    biometric_validation_id = _ref("biometricValidation")
+    person_id = _ref("person")
+    assigned_collection_id = _ref("assignedCollection")
+    document_validation_id = _ref("documentValidation")
+    face_id = _ref("face")
+    document_face_id = _ref("documentFace")
+    compare_face_verification_id = _ref("compareFaceVerification")
+    crypto_validation_id = _ref("cryptoValidation")
+    form_submission_id = _ref("formSubmission")
+    signature_id = _ref("signature")
+    access_control_log_id = _ref("accessControlLog")
+
+    # Text is TextField throughout: Verifik publishes no length limits and the
+    # mirror must hold whatever it sends, whole.
+    status = models.TextField(null=True, blank=True, choices=RegistrationStatus.choices)
+    email = models.TextField(null=True, blank=True)
+    country_code = models.TextField(null=True, blank=True)
+    phone = models.TextField(null=True, blank=True)
+    name = models.TextField(null=True, blank=True)
+    current_step = models.TextField(null=True, blank=True)
+    language = models.TextField(null=True, blank=True)
+    notes = models.TextField(null=True, blank=True)
+
+    red_flags = models.IntegerField(null=True, blank=True)
+    red_flags_details = models.JSONField(null=True, blank=True)
+    failed_email_validations = models.JSONField(null=True, blank=True)
+    failed_phone_validations = models.JSONField(null=True, blank=True)
+    failed_biometric_validations = models.JSONField(null=True, blank=True)
+    failed_document_validations = models.JSONField(null=True, blank=True)
+    failed_validations_count = models.IntegerField(
+        default=0, help_text="Total of the four failed-validation lists, kept by the sync for filtering and sorting."
+    )
+    deleted = models.BooleanField(null=True, blank=True, help_text="Verifik's own `deleted` flag.")
+
+    created_at = models.DateTimeField(null=True, blank=True, help_text="Verifik's createdAt.")
+    updated_at = models.DateTimeField(null=True, blank=True, help_text="Verifik's updatedAt.")
+
+    populated = models.JSONField(default=dict, blank=True, help_text="Populated objects by populate name.")
+    raw = models.JSONField(default=dict, blank=True, help_text="The merged payload as received from Verifik.")
+
+    # Local bookkeeping.
+    listing_hash = models.CharField(max_length=32, blank=True, default="", editable=False)
+    details_pending = models.BooleanField(
+        default=True, help_text="True until the detail endpoint's view of the latest version has been stored."
+    )
+    first_synced_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a sync or refresh last wrote this row."
+    )
+    removed_upstream_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "registration"
+        ordering = ["-created_at", "-id"]
+        permissions = [("refresh_appregistration", "Can refresh from Verifik")]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="reg_created_idx"),
+            models.Index(fields=["-updated_at", "-id"], name="reg_updated_idx"),
+            models.Index(fields=["status", "-created_at"], name="reg_status_idx"),
+            models.Index(fields=["-red_flags", "-id"], name="reg_red_flags_idx"),
+            models.Index(fields=["-failed_validations_count", "-id"], name="reg_failed_idx"),
+            models.Index(fields=["-last_synced_at", "-id"], name="reg_synced_idx"),
+            models.Index(fields=["id"], name="reg_details_pending_idx", condition=models.Q(details_pending=True)),
+        ]
+
+    def __str__(self):
+        return self.name or self.email or self.verifik_id
+
+
+class SyncRun(models.Model):
+    class Kind(models.TextChoices):
+        FULL = "full", "Full"
+        ACTIVE = "active", "By status"
+        SINGLE = "single", "Single refresh"
+        WEBHOOK = "webhook", "Webhook refresh"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        COMMAND = "command", "Command"
+        USER = "user", "User"
+        WEBHOOK = "webhook", "Webhook"
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    statuses = models.JSONField(default=list, blank=True, help_text="Status filter; empty for every status.")
+    verifik_ids = models.JSONField(default=list, blank=True, help_text="Registrations a refresh was asked for.")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    pages = models.IntegerField(default=0)
+    seen = models.IntegerField(default=0)
+    created = models.IntegerField(default=0)
+    updated = models.IntegerField(default=0)
+    unchanged = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    removed = models.IntegerField(default=0)
+    details_fetched = models.IntegerField(default=0)
+    details_failed = models.IntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True, help_text="A sample of records that could not be stored.")
+    error = models.TextField(blank=True, default="", help_text="Why the run failed, in words an operator can act on.")
+    note = models.TextField(blank=True, default="", help_text="Anything else the operator should know.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["outcome", "-started_at"], name="syncrun_outcome_idx")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} sync #{self.pk} ({self.outcome})"
+
+    @property
+    def duration(self):
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at

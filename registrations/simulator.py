@@ -1,0 +1,423 @@
+"""A local fake of Verifik's app-registrations API, on a real socket.
+
+Used by `make run`, the tests and the benchmarks; production code never
+imports it. The data set is deterministic for a given seed and covers what a
+reviewer meets: every status, red flags with nested details, failed
+validations as ids and as objects, populated references, unicode, very long
+names and notes, phones with leading zeros, and a `<script>` name.
+
+Faults are injected by request number (every Nth request), so a test that
+asks for "one request in seven answers 503" gets exactly that.
+"""
+
+import hashlib
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+STATUSES = [
+    ("STARTED", 14),
+    ("ONGOING", 16),
+    ("NEEDS_MANUAL_VERIFICATION", 10),
+    ("COMPLETED", 36),
+    ("COMPLETED_WITHOUT_KYC", 6),
+    ("FAILED", 12),
+    ("EXPIRED", 6),
+]
+STEPS = ["Email Verification", "Phone Verification", "Document Verification", "Liveness", "Review", "Done"]
+FIRST = ["John", "María", "José", "Zoë", "Ana", "李", "Ngozi", "Søren", "Émilie", "Mohammed", "Aiyana", "Олег", "Priya"]
+LAST = ["Doe", "Núñez", "García", "Smith", "小龙", "Okafor", "Kierkegaard", "Dubois", "Al-Farsi", "Иванов", "Patel"]
+LANGUAGES = ["en", "es", "pt", "fr"]
+COUNTRY_CODES = ["+1", "+57", "+52", "+44", "+34", "+91"]
+REFERENCE_KEYS = [
+    "client",
+    "project",
+    "projectFlow",
+    "smartLink",
+    "informationValidation",
+    "emailValidation",
+    "phoneValidation",
+    "biometricValidation",
+    "person",
+    "assignedCollection",
+    "documentValidation",
+    "face",
+    "documentFace",
+    "compareFaceVerification",
+    "cryptoValidation",
+    "formSubmission",
+    "signature",
+    "accessControlLog",
+]
+LIST_POPULATES = {
+    "project",
+    "projectFlow",
+    "emailValidation",
+    "phoneValidation",
+    "biometricValidation",
+    "documentValidation",
+    "informationValidation",
+    "person",
+}
+# The keys the documentation's list example shows; `list_keys="documented"` serves only these.
+DOCUMENTED_LIST_KEYS = [
+    "_id",
+    "client",
+    "project",
+    "projectFlow",
+    "status",
+    "email",
+    "phone",
+    "countryCode",
+    "currentStep",
+    "language",
+    "createdAt",
+    "updatedAt",
+]
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def iso(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def object_id(*parts):
+    return hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+def make_registration(seed, index):
+    """The registration at `index` (0 = oldest) of the data set for `seed`."""
+    rng = random.Random(f"{seed}:{index}")
+    created = EPOCH + timedelta(minutes=7 * index, seconds=rng.randrange(60), milliseconds=rng.randrange(1000))
+    status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    name = f"{first} {last}"
+    if index % 97 == 13:
+        name = "<script>alert(1)</script>"
+    elif index % 211 == 7:
+        name = ("Wolfeschlegelsteinhausenbergerdorff " * 9)[:300]
+    elif index % 53 == 5:
+        name += " 😀"
+    email = f"user{index}.{rng.randrange(10**6)}@example.{rng.choice(['com', 'co', 'io'])}"
+    phone = ("0" if index % 5 == 0 else "") + str(rng.randrange(10**8, 10**10))
+    red_flags = 0
+    details = {}
+    if rng.random() < 0.18:
+        red_flags = rng.choice([1, 1, 2, 3, 4, 6])
+        details = {
+            "ipCountryMismatch": {"expected": "CO", "detected": rng.choice(["RU", "NG", "US"]), "score": 0.82},
+            "documentTampering": rng.random() < 0.5,
+            "reasons": ["Face does not match document", "Multiple attempts from one device"][: 1 + index % 2],
+        }
+    failed = {}
+    for key in (
+        "failedEmailValidations",
+        "failedPhoneValidations",
+        "failedBiometricValidations",
+        "failedDocumentValidations",
+    ):
+        items = []
+        if status in ("FAILED", "NEEDS_MANUAL_VERIFICATION") or rng.random() < 0.08:
+            for n in range(rng.choice([0, 1, 1, 2, 3])):
+                ref = object_id(seed, index, key, n)
+                if rng.random() < 0.5:
+                    items.append(ref)
+                else:
+                    items.append(
+                        {
+                            "_id": ref,
+                            "reason": rng.choice(["expired", "mismatch", "blurry image"]),
+                            "createdAt": iso(created + timedelta(minutes=n + 1)),
+                        }
+                    )
+        failed[key] = items
+    notes = None
+    if rng.random() < 0.3:
+        notes = rng.choice(
+            [
+                "Additional verification required.",
+                "Called applicant.\nWaiting for a clearer photo.",
+                "Manual review: ok",
+            ]
+        )
+    if index % 401 == 11:
+        notes = "Long review log.\n" + ("Reviewer checked the document again. " * 560)[:20000]
+    record = {
+        "__v": rng.randrange(3),
+        "_id": object_id(seed, "registration", index),
+        "status": status,
+        "email": email,
+        "countryCode": rng.choice(COUNTRY_CODES),
+        "phone": phone,
+        "name": name,
+        "currentStep": STEPS[min(len(STEPS) - 1, rng.randrange(len(STEPS)))],
+        "redFlags": red_flags,
+        "redFlagsDetails": details,
+        "language": rng.choice(LANGUAGES),
+        "notes": notes,
+        "deleted": index % 89 == 3,
+        "createdAt": iso(created),
+        "updatedAt": iso(created + timedelta(minutes=rng.randrange(1, 600))),
+        **failed,
+    }
+    for key in REFERENCE_KEYS:
+        record[key] = object_id(seed, key, index // (50 if key in ("client", "project", "projectFlow") else 1))
+    return record
+
+
+def populate(key, ref_id):
+    """A plausible populated object for a reference, stable for its id."""
+    rng = random.Random(ref_id)
+    obj = {"_id": ref_id, "createdAt": iso(EPOCH + timedelta(days=rng.randrange(365)))}
+    if key == "project":
+        obj.update(
+            name=f"Onboarding {ref_id[:4]}",
+            dataProtection={"name": "Data Officer", "email": "dpo@example.com", "address": "1 Main St"},
+            branding={"bgColor": "#ffffff", "txtColor": "#111111", "logo": "https://cdn.example.com/logo.png"},
+        )
+    elif key == "emailValidation":
+        obj.update(
+            status=rng.choice(["new", "sent", "validated", "expired", "failed"]),
+            attempts=rng.randrange(3),
+            maxAttempts=3,
+        )
+    elif key == "phoneValidation":
+        obj.update(status=rng.choice(["new", "sent", "validated", "failed"]))
+    elif key == "documentValidation":
+        obj.update(
+            status=rng.choice(["new", "pending", "completed", "failed", "NEEDS_MANUAL_VERIFICATION"]),
+            OCRExtraction={"documentNumber": str(rng.randrange(10**9)), "expirationDate": "2030-01-01"},
+            fullNameMatchPercentage=rng.randrange(40, 101),
+            manualVerificationReason=None,
+            failedReason=None,
+        )
+    elif key == "biometricValidation":
+        obj.update(status=rng.choice(["new", "validated", "failed"]), livenessScore=round(rng.random(), 3))
+    elif key == "compareFaceVerification":
+        score = round(rng.random(), 3)
+        obj.update(result={"score": score, "passed": score >= 0.6, "compare_min_score": 0.6})
+    else:
+        obj.update(kind=key)
+    return obj
+
+
+@dataclass
+class Faults:
+    """Inject failures by request number: every Nth request gets the fault (0 = never)."""
+
+    error_every: int = 0
+    error_status: int = 503
+    rate_limit_every: int = 0
+    retry_after: float = 1
+    drop_every: int = 0
+    truncate_every: int = 0
+    short_page_every: int = 0
+    latency: float = 0.0
+
+
+@dataclass
+class SimulatedVerifik:
+    """The simulated account: records oldest first, listed newest first."""
+
+    count: int = 500
+    seed: int = 1
+    token: str = "sim-token"
+    list_keys: str = "full"
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self):
+        self.lock = threading.RLock()
+        self.records = [make_registration(self.seed, i) for i in range(self.count)]
+        self._reindex()
+        self.request_count = 0
+        self.list_requests = 0
+        self.detail_requests = 0
+        self.detail_ids = []
+        self.before_list_page = None  # hook(page_number) for tests that change data mid-walk
+
+    def _reindex(self):
+        self.by_id = {r["_id"]: r for r in self.records}
+        self._filtered = {}
+
+    # --- changes upstream ------------------------------------------------------
+
+    def update(self, registration_id, **changes):
+        """Change a registration as Verifik would: new values, later updatedAt, next __v."""
+        with self.lock:
+            record = self.by_id[registration_id]
+            previous = datetime.fromisoformat(record["updatedAt"].replace("Z", "+00:00"))
+            record.update(changes)
+            record["updatedAt"] = iso(max(previous + timedelta(seconds=1), datetime.now(UTC)))
+            record["__v"] = record.get("__v", 0) + 1
+            self._filtered = {}
+            return record
+
+    def add(self, n=1):
+        with self.lock:
+            start = len(self.records) + 10_000_000
+            new = [make_registration(self.seed, start + i) for i in range(n)]
+            now = datetime.now(UTC)
+            for offset, record in enumerate(new):
+                record["createdAt"] = record["updatedAt"] = iso(now + timedelta(milliseconds=offset))
+            self.records.extend(new)
+            self._reindex()
+            return new
+
+    def remove(self, registration_id):
+        with self.lock:
+            self.records = [r for r in self.records if r["_id"] != registration_id]
+            self._reindex()
+
+    # --- serving ------------------------------------------------------------------
+
+    def listing(self, statuses):
+        key = tuple(sorted(statuses)) if statuses else ()
+        with self.lock:
+            if key not in self._filtered:
+                rows = self.records if not key else [r for r in self.records if r["status"] in key]
+                self._filtered[key] = rows[::-1]
+            return self._filtered[key]
+
+    def present(self, record, populates, allowed=None):
+        item = (
+            dict(record)
+            if self.list_keys == "full" or allowed is None
+            else {k: record[k] for k in DOCUMENTED_LIST_KEYS if k in record}
+        )
+        for key in populates:
+            if key in REFERENCE_KEYS and isinstance(item.get(key), str) and (allowed is None or key in allowed):
+                item[key] = populate(key, item[key])
+        return item
+
+    def handle(self, method, path, query, headers):
+        """Answer one request: returns (status, body dict or bytes, extra headers, fault name)."""
+        with self.lock:
+            self.request_count += 1
+            number = self.request_count
+        f = self.faults
+        if f.latency:
+            time.sleep(f.latency)
+        if f.drop_every and number % f.drop_every == 0:
+            return None, None, {}, "drop"
+        if f.rate_limit_every and number % f.rate_limit_every == 0:
+            body = {"code": "TooManyRequests", "message": "429:TooManyRequests"}
+            return 429, body, {"Retry-After": f"{f.retry_after:g}"}, None
+        if f.error_every and number % f.error_every == 0:
+            return f.error_status, b"<html><body>Service Unavailable</body></html>", {"Content-Type": "text/html"}, None
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, {"code": "Unauthorized", "message": "401:Unauthorized"}, {}, None
+        if method != "GET":
+            return 405, {"code": "MethodNotAllowed", "message": "405:MethodNotAllowed"}, {}, None
+        params = parse_qs(query)
+        populates = [p for v in params.get("populates[]", []) + params.get("populates", []) for p in v.split(",") if p]
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] != ["v2", "app-registrations"] or len(parts) > 3:
+            return 404, {"code": "NotFound", "message": "404:NotFound"}, {}, None
+        truncate = bool(f.truncate_every and number % f.truncate_every == 0)
+        if len(parts) == 3:
+            status, body = self._detail(parts[2], populates)
+        else:
+            status, body = self._list(
+                params, populates, short=bool(f.short_page_every and number % f.short_page_every == 0)
+            )
+        return status, body, {}, "truncate" if truncate and status == 200 else None
+
+    def _detail(self, registration_id, populates):
+        with self.lock:
+            self.detail_requests += 1
+            self.detail_ids.append(registration_id)
+            if len(registration_id) != 24:
+                return 400, {"code": "InvalidParameter", "message": "400:id must be a valid ObjectId"}
+            record = self.by_id.get(registration_id)
+            if record is None:
+                return 404, {"code": "AppRegistration_not_found", "message": "404:AppRegistration_not_found"}
+            return 200, {"data": self.present(record, populates)}
+
+    def _list(self, params, populates, short=False):
+        try:
+            page = int(params.get("page", ["1"])[0])
+            limit = int(params.get("limit", params.get("perPage", ["10"]))[0])
+        except ValueError:
+            return 400, {"code": "InvalidParameter", "message": "400:page and limit must be integers"}
+        if not 1 <= limit <= 100:
+            return 409, {"code": "MissingParameter", "message": "limit must be between 1 and 100"}
+        if page < 1:
+            return 400, {"code": "InvalidParameter", "message": "400:page must be at least 1"}
+        statuses = [s for v in params.get("in_status", []) for s in v.split(",") if s] + params.get("where_status", [])
+        if self.before_list_page:
+            self.before_list_page(page)
+        with self.lock:
+            self.list_requests += 1
+            rows = self.listing(statuses)
+            total = len(rows)
+            chunk = rows[(page - 1) * limit : page * limit]
+            if short:
+                chunk = chunk[: len(chunk) // 2]
+            items = [self.present(r, populates, LIST_POPULATES) for r in chunk]
+        pages = max(1, -(-total // limit))
+        return 200, {"data": items, "total": total, "limit": limit, "page": page, "pages": pages}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; do not wait 40 ms between them
+    server_version = "VerifikSimulator/1"
+
+    def do_GET(self):
+        self._answer("GET")
+
+    def do_POST(self):
+        self._answer("POST")
+
+    def _answer(self, method):
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        status, body, headers, fault = self.server.account.handle(method, url.path, url.query, self.headers)
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        payload = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        if fault == "truncate":
+            payload = payload[: max(1, len(payload) // 2)]
+        self.send_response(status)
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format, *args):
+        pass
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, account, host="127.0.0.1", port=0):
+        super().__init__((host, port), _Handler)
+        self.account = account
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self):
+        """Serve from a background thread; returns self so tests can write `SimulatorServer(...).start()`."""
+        self._thread = threading.Thread(target=self.serve_forever, name="verifik-simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()

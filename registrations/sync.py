@@ -1,0 +1,464 @@
+"""The sync service: the only code that writes registrations.
+
+A sync walks the listing page by page and upserts each page in one
+statement inside one transaction. Unchanged records (same listing hash) are
+not written at all, and the upsert's WHERE clause keeps an older Verifik
+version from overwriting a newer one even when a refresh races the sync.
+"""
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import mapping
+from .models import AppRegistration, SyncRun
+from .verifik import AuthRejected, NotFound, VerifikClient, VerifikError, validate_registration_id
+
+log = logging.getLogger(__name__)
+
+SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id shared by every listing sync
+MAX_FAILURE_SAMPLES = 50
+SHORT_PAGE_RETRIES = 3
+DETAIL_BATCH = 500
+
+
+class SyncFailed(Exception):
+    """A sync or refresh that ended failed; `run` holds the record, `retryable` whether later may help."""
+
+    def __init__(self, run, retryable=False):
+        super().__init__(run.error)
+        self.run = run
+        self.retryable = retryable
+
+
+def build_client(**overrides):
+    options = {
+        "timeout": settings.VERIFIK_TIMEOUT,
+        "max_retries": settings.VERIFIK_MAX_RETRIES,
+        "backoff": settings.VERIFIK_BACKOFF,
+        "retry_after_cap": settings.VERIFIK_RETRY_AFTER_CAP,
+    }
+    options.update(overrides)
+    return VerifikClient(settings.VERIFIK_API_BASE_URL, settings.VERIFIK_API_TOKEN, **options)
+
+
+# --- writing rows ------------------------------------------------------------------
+
+_INSERT_ONLY = ("verifik_id", "first_synced_at")
+_COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "details_pending"]
+_COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at"]
+
+
+def _adapters():
+    """Per column, the Django conversion its values need (None when the driver takes them as they are)."""
+    adapters = []
+    for name in _COLUMNS:
+        model_field = AppRegistration._meta.get_field(name)
+        needs = model_field.get_internal_type() in ("JSONField", "DateTimeField")
+        adapters.append(model_field if needs else None)
+    return adapters
+
+
+def _upsert(rows, keep_listing_hash=False):
+    """INSERT ... ON CONFLICT (verifik_id) DO UPDATE for many rows, in one statement.
+
+    Runs on Postgres and SQLite alike. The WHERE clause is the guard against
+    older data: a row whose stored updated_at is newer is left as it is.
+    """
+    if not rows:
+        return
+    table = connection.ops.quote_name(AppRegistration._meta.db_table)
+    quote = connection.ops.quote_name
+    skip = set(_INSERT_ONLY) | ({"listing_hash"} if keep_listing_hash else set())
+    updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in _COLUMNS if c not in skip)
+    placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    adapters = _adapters()
+    params = []
+    for row in rows:
+        for name, adapter in zip(_COLUMNS, adapters, strict=False):
+            value = row[name]
+            params.append(adapter.get_db_prep_save(value, connection) if adapter and value is not None else value)
+    # Only quoted column names are interpolated; every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
+        + ", ".join([placeholders] * len(rows))
+        + f" ON CONFLICT ({quote('verifik_id')}) DO UPDATE SET {updates}"
+        + f" WHERE {table}.{quote('updated_at')} IS NULL OR EXCLUDED.{quote('updated_at')} IS NULL"
+        + f" OR {table}.{quote('updated_at')} <= EXCLUDED.{quote('updated_at')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _row(mapped, *, now, listing_hash="", details_pending=True):
+    return {
+        **mapped.fields,
+        "raw": mapped.raw,
+        "populated": mapped.populated,
+        "listing_hash": listing_hash,
+        "details_pending": details_pending,
+        "first_synced_at": now,
+        "last_synced_at": now,
+        "removed_upstream_at": None,
+    }
+
+
+def _merged(mapped, stored):
+    """Re-map a payload laid over the stored one, so keys the payload lacks keep their values."""
+    if stored is None:
+        return mapped
+    raw, populated = mapping.merge(stored["raw"], stored["populated"], {**mapped.raw, **mapped.populated})
+    remapped = mapping.map_registration({**raw, **populated})
+    return mapping.MappedRegistration(mapped.verifik_id, remapped.fields, raw, populated)
+
+
+def _is_older(mapped, stored_updated_at):
+    incoming = mapped.fields.get("updated_at")
+    return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
+
+
+@dataclass
+class PageResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    failures: list = field(default_factory=list)
+
+
+def store_page(items, seen):
+    """Store one listing page atomically; `seen` collects ids across the walk to drop repeats."""
+    result = PageResult()
+    batch = []
+    for item in items:
+        try:
+            mapped = mapping.map_registration(item)
+        except mapping.MappingError as exc:
+            item_id = item.get("_id") if isinstance(item, dict) else None
+            result.failures.append({"id": str(item_id)[:40] if item_id is not None else None, "reason": str(exc)})
+            continue
+        if mapped.verifik_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(mapped.verifik_id)
+        batch.append((mapped, mapping.payload_hash(item)))
+    if not batch:
+        return result
+    now = timezone.now()
+    with transaction.atomic():
+        existing = {
+            row["verifik_id"]: row
+            for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in batch]).values(
+                "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
+            )
+        }
+        new, changed = [], []
+        for mapped, digest in batch:
+            stored = existing.get(mapped.verifik_id)
+            if stored is None:
+                new.append((mapped, digest))
+            elif stored["removed_upstream_at"] is None and (
+                stored["listing_hash"] == digest or _is_older(mapped, stored["updated_at"])
+            ):
+                result.unchanged += 1
+            else:
+                changed.append((mapped, digest))
+        stored_payloads = {}
+        if changed:
+            stored_payloads = {
+                row["verifik_id"]: row
+                for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in changed]).values(
+                    "verifik_id", "raw", "populated"
+                )
+            }
+        rows = [_row(m, now=now, listing_hash=d) for m, d in new]
+        rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
+        _upsert(rows)
+    result.created, result.updated = len(new), len(changed)
+    return result
+
+
+def store_detail(payload):
+    """Store one registration as the detail endpoint returned it; returns "created" or "updated"."""
+    mapped = mapping.map_registration(payload)
+    now = timezone.now()
+    with transaction.atomic():
+        stored = (
+            AppRegistration.objects.filter(verifik_id=mapped.verifik_id)
+            .values("raw", "populated", "updated_at")
+            .first()
+        )
+        if stored is not None and _is_older(mapped, stored["updated_at"]):
+            return "unchanged"
+        row = _row(_merged(mapped, stored), now=now, details_pending=False)
+        _upsert([row], keep_listing_hash=True)
+    return "created" if stored is None else "updated"
+
+
+def mark_removed(verifik_ids, now=None):
+    now = now or timezone.now()
+    return AppRegistration.objects.filter(verifik_id__in=verifik_ids, removed_upstream_at__isnull=True).update(
+        removed_upstream_at=now
+    )
+
+
+def fetch_and_store(client, verifik_id, populates=None):
+    """Fetch one registration with its populates and store it; a 404 marks it removed upstream."""
+    verifik_id = validate_registration_id(verifik_id)
+    populates = settings.VERIFIK_POPULATES if populates is None else populates
+    try:
+        payload = client.get(verifik_id, populates=populates)
+    except NotFound:
+        return "removed" if mark_removed([verifik_id]) else "not_found"
+    return store_detail(payload)
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+@contextmanager
+def listing_lock():
+    """Hold the single-flight lock for listing syncs; yields False when another holder has it.
+
+    A Postgres session advisory lock frees itself when the holder's connection
+    dies, so a killed worker never leaves the lock behind. SQLite (the
+    single-process demo database) has no other holder to exclude.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK_KEY])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])
+
+
+def _finish(run, outcome, error=""):
+    run.outcome = outcome
+    run.error = error
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+def _fail(run, exc):
+    message = str(exc) if isinstance(exc, VerifikError) else f"Internal error: {type(exc).__name__}: {exc}"
+    log.error("Sync run %s failed: %s", run.pk, message)
+    _finish(run, SyncRun.Outcome.FAILED, message)
+    return SyncFailed(run, retryable=getattr(exc, "retryable", False))
+
+
+class _Walk:
+    """One pass over the listing, with the evidence needed to trust it for removals."""
+
+    def __init__(self, client, run, statuses, limit, before_page=None):
+        self.client, self.run, self.statuses, self.limit = client, run, statuses, limit
+        self.before_page = before_page
+        self.seen = set()
+        self.totals = []
+        self.short_pages = 0
+
+    def fetch(self, number):
+        page = self.client.list_page(number, self.limit, statuses=self.statuses)
+        for _ in range(SHORT_PAGE_RETRIES):
+            if page.page >= page.pages or len(page.items) >= self.limit:
+                break
+            log.warning("Page %d came back with %d of %d items; fetching it again", number, len(page.items), self.limit)
+            page = self.client.list_page(number, self.limit, statuses=self.statuses)
+        else:
+            if page.page < page.pages and len(page.items) < self.limit:
+                self.short_pages += 1
+        self.totals.append(page.total)
+        return page
+
+    def store(self, page):
+        result = store_page(page.items, self.seen)
+        run = self.run
+        run.pages += 1
+        run.seen += len(page.items) - result.duplicates - len(result.failures)
+        run.created += result.created
+        run.updated += result.updated
+        run.unchanged += result.unchanged
+        run.failed += len(result.failures)
+        room = MAX_FAILURE_SAMPLES - len(run.failures)
+        run.failures.extend(result.failures[: max(room, 0)])
+        run.save(update_fields=["pages", "seen", "created", "updated", "unchanged", "failed", "failures"])
+        return result
+
+    def run_pass(self):
+        number = 1
+        while True:
+            if self.before_page:
+                self.before_page(number)
+            page = self.fetch(number)
+            self.store(page)
+            if number >= page.pages or not page.items:
+                break
+            number += 1
+        # Newest first: registrations created while we walked landed on the
+        # leading pages. Re-read them until a page holds nothing new.
+        number = 1
+        while True:
+            page = self.fetch(number)
+            result = self.store(page)
+            if result.created + result.updated + result.unchanged == 0 or number >= page.pages:
+                break
+            number += 1
+
+    @property
+    def complete(self):
+        """True when every registration upstream was seen: the listing neither shrank nor skipped."""
+        shrank = any(later < earlier for earlier, later in zip(self.totals, self.totals[1:], strict=False))
+        return not shrank and not self.short_pages and len(self.seen) + self.run.failed >= self.totals[-1]
+
+
+def run_sync(
+    *,
+    statuses=None,
+    trigger=SyncRun.Trigger.COMMAND,
+    user=None,
+    details=None,
+    client=None,
+    on_details=None,
+    before_page=None,
+):
+    """A full sync (or one limited to `statuses`), recorded in a SyncRun that is returned.
+
+    `on_details(ids)` receives the ids whose details must be fetched; without
+    it they are fetched inline. Raises SyncFailed (carrying the run) on failure.
+    """
+    statuses = list(statuses or [])
+    details = settings.VERIFIK_SYNC_DETAILS if details is None else details
+    kind = SyncRun.Kind.ACTIVE if statuses else SyncRun.Kind.FULL
+    run = SyncRun.objects.create(kind=kind, trigger=trigger, user=user, statuses=statuses)
+    client = client or build_client()
+    with listing_lock() as acquired:
+        if not acquired:
+            holder = (
+                SyncRun.objects.filter(
+                    outcome=SyncRun.Outcome.RUNNING, kind__in=[SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE]
+                )
+                .exclude(pk=run.pk)
+                .first()
+            )
+            return _finish(
+                run,
+                SyncRun.Outcome.SKIPPED,
+                f"A sync is already running{f' (run #{holder.pk})' if holder else ''}; this one was skipped.",
+            )
+        _fail_abandoned_runs(run)
+        try:
+            _walk_and_reconcile(run, client, statuses, before_page)
+            if details:
+                _details(run, client, on_details)
+        except Exception as exc:
+            raise _fail(run, exc) from exc
+    return _finish(run, SyncRun.Outcome.SUCCEEDED)
+
+
+def _fail_abandoned_runs(run):
+    """Runs still 'running' while we hold the lock lost their worker: nobody else can be running them."""
+    SyncRun.objects.filter(
+        outcome=SyncRun.Outcome.RUNNING, kind__in=[SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE], pk__lt=run.pk
+    ).update(
+        outcome=SyncRun.Outcome.FAILED,
+        finished_at=timezone.now(),
+        error="The worker running this sync stopped before it finished (found by the next sync).",
+    )
+
+
+def _walk_and_reconcile(run, client, statuses, before_page):
+    limit = settings.VERIFIK_PAGE_SIZE
+    walk = _Walk(client, run, statuses, limit, before_page)
+    walk.run_pass()
+    if not walk.complete:
+        log.warning("Listing changed during sync run %s; walking it once more", run.pk)
+        walk = _Walk(client, run, statuses, limit)
+        walk.run_pass()
+    if statuses:
+        return
+    if not walk.complete:
+        run.note = (
+            f"The listing kept changing during the sync ({len(walk.seen)} seen, {walk.totals[-1]} reported); "
+            "registrations missing from it were not marked removed upstream. The next full sync will."
+        )
+        return
+    run.removed = _mark_unseen_removed(walk.seen, run.started_at)
+    run.save(update_fields=["removed", "note"])
+
+
+def _mark_unseen_removed(seen, started_at):
+    now, removed, missing = timezone.now(), 0, []
+    present = AppRegistration.objects.filter(removed_upstream_at__isnull=True, first_synced_at__lt=started_at)
+    for verifik_id in present.values_list("verifik_id", flat=True).iterator(chunk_size=5000):
+        if verifik_id not in seen:
+            missing.append(verifik_id)
+    for start in range(0, len(missing), 1000):
+        removed += mark_removed(missing[start : start + 1000], now)
+    return removed
+
+
+def pending_detail_ids(batch=DETAIL_BATCH):
+    """Ids whose details are not stored for their latest version, in batches, by primary key."""
+    last = 0
+    pending = AppRegistration.objects.filter(details_pending=True, removed_upstream_at__isnull=True).order_by("pk")
+    while True:
+        rows = list(pending.filter(pk__gt=last).values_list("pk", "verifik_id")[:batch])
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [verifik_id for _, verifik_id in rows]
+
+
+def _details(run, client, on_details):
+    for ids in pending_detail_ids():
+        if on_details is not None:
+            on_details(ids)
+            continue
+        for verifik_id in ids:
+            try:
+                fetch_and_store(client, verifik_id)
+            except AuthRejected:
+                raise
+            except (VerifikError, mapping.MappingError) as exc:
+                log.warning("Details of %s not fetched: %s", verifik_id, exc)
+                SyncRun.objects.filter(pk=run.pk).update(details_failed=F("details_failed") + 1)
+            else:
+                SyncRun.objects.filter(pk=run.pk).update(details_fetched=F("details_fetched") + 1)
+    run.refresh_from_db(fields=["details_fetched", "details_failed"])
+
+
+def refresh(verifik_ids, *, trigger=SyncRun.Trigger.USER, user=None, kind=SyncRun.Kind.SINGLE, client=None):
+    """Refresh registrations from the detail endpoint, recorded in one SyncRun.
+
+    Malformed ids are refused before anything is sent or recorded.
+    """
+    verifik_ids = [validate_registration_id(i) for i in verifik_ids]
+    run = SyncRun.objects.create(kind=kind, trigger=trigger, user=user, verifik_ids=verifik_ids)
+    client = client or build_client()
+    try:
+        for verifik_id in verifik_ids:
+            outcome = fetch_and_store(client, verifik_id)
+            run.seen += outcome != "not_found"
+            run.created += outcome == "created"
+            run.updated += outcome == "updated"
+            run.unchanged += outcome == "unchanged"
+            run.removed += outcome == "removed"
+            if outcome == "not_found":
+                run.failed += 1
+                run.failures.append({"id": verifik_id, "reason": "not found at Verifik"})
+    except Exception as exc:
+        raise _fail(run, exc) from exc
+    if run.failed == len(verifik_ids):
+        raise SyncFailed(_finish(run, SyncRun.Outcome.FAILED, "Verifik has no registration with this id."))
+    return _finish(run, SyncRun.Outcome.SUCCEEDED)

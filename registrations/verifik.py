@@ -1,0 +1,265 @@
+"""HTTP client for Verifik's app-registrations API.
+
+Knows nothing of Django: it takes its configuration as arguments and returns
+plain dicts. Every failure is a typed VerifikError whose message names the URL
+path and what happened, and never carries the token.
+"""
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+
+from .mapping import is_object_id
+
+log = logging.getLogger(__name__)
+
+REGISTRATIONS_PATH = "/v2/app-registrations"
+MAX_PAGE_SIZE = 100
+
+
+class VerifikError(Exception):
+    """Base of every client error. `retryable` says whether trying again later may help."""
+
+    retryable = False
+
+    def __init__(self, message, *, path=None, status=None):
+        super().__init__(message)
+        self.path = path
+        self.status = status
+
+
+class InvalidRegistrationId(VerifikError, ValueError):
+    """Refused locally: no request is sent for an id that cannot exist."""
+
+
+class AuthRejected(VerifikError):
+    """401/403: the token is missing, wrong or lacks access."""
+
+
+class NotFound(VerifikError):
+    """404: the registration does not exist (any more)."""
+
+
+class BadRequest(VerifikError):
+    """400/409 and other 4xx: the request itself is wrong; retrying will not help."""
+
+
+class RateLimited(VerifikError):
+    retryable = True
+
+    def __init__(self, message, *, retry_after=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class Unavailable(VerifikError):
+    """Connection errors, timeouts and 5xx answers."""
+
+    retryable = True
+
+
+class BadResponse(VerifikError):
+    """A body that is not the JSON we expect (non-JSON, truncated, wrong shape)."""
+
+    def __init__(self, message, *, retryable=False, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    page: int
+    pages: int
+    total: int
+    limit: int
+
+
+def validate_registration_id(registration_id):
+    if not is_object_id(registration_id):
+        raise InvalidRegistrationId(
+            f"{str(registration_id)[:60]!r} is not a Verifik registration id (24 hexadecimal characters)"
+        )
+    return registration_id.lower()
+
+
+class VerifikClient:
+    def __init__(
+        self,
+        base_url,
+        token,
+        *,
+        timeout=30.0,
+        connect_timeout=5.0,
+        max_retries=5,
+        backoff=0.5,
+        backoff_cap=30.0,
+        retry_after_cap=60.0,
+        session=None,
+        sleep=time.sleep,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._token = token or ""
+        self.timeout = (connect_timeout, timeout)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {self._token}",
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+        )
+        self.requests_sent = 0
+
+    def __repr__(self):
+        return f"VerifikClient({self.base_url!r})"
+
+    # --- public API -----------------------------------------------------------
+
+    def list_page(self, page=1, limit=MAX_PAGE_SIZE, statuses=None, project=None, populates=()):
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        params = [("page", page), ("limit", limit)]
+        statuses = list(statuses or ())
+        if len(statuses) == 1:
+            params.append(("where_status", statuses[0]))
+        elif statuses:
+            # Not documented how several values are spelled; a comma list is the common convention.
+            params.append(("in_status", ",".join(statuses)))
+        if project:
+            params.append(("where_project", project))
+        params += [("populates[]", name) for name in populates]
+        body = self._get_json(REGISTRATIONS_PATH, params)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise BadResponse(f"GET {REGISTRATIONS_PATH}: expected a list under 'data'", path=REGISTRATIONS_PATH)
+        try:
+            return Page(
+                items=data,
+                page=int(body.get("page", page)),
+                pages=int(body.get("pages", 1)),
+                total=int(body.get("total", len(data))),
+                limit=int(body.get("limit", limit)),
+            )
+        except (TypeError, ValueError):
+            raise BadResponse(
+                f"GET {REGISTRATIONS_PATH}: pagination fields are not numbers", path=REGISTRATIONS_PATH
+            ) from None
+
+    def iter_pages(self, limit=MAX_PAGE_SIZE, statuses=None, project=None, populates=(), start=1):
+        """Every page from `start` to the last one the API reports, one request at a time."""
+        page_number = start
+        while True:
+            page = self.list_page(page_number, limit, statuses, project, populates)
+            yield page
+            if page_number >= page.pages or not page.items:
+                return
+            page_number += 1
+
+    def get(self, registration_id, populates=()):
+        registration_id = validate_registration_id(registration_id)
+        path = f"{REGISTRATIONS_PATH}/{quote(registration_id)}"
+        body = self._get_json(path, [("populates[]", name) for name in populates])
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise BadResponse(f"GET {path}: expected an object under 'data'", path=path)
+        return data
+
+    # --- transport --------------------------------------------------------------
+
+    def _get_json(self, path, params):
+        url = self.base_url + path
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.requests_sent += 1
+                response = self.session.get(url, params=params, timeout=self.timeout)
+            except requests.Timeout:
+                error = Unavailable(f"GET {path}: timed out", path=path)
+            except requests.RequestException as exc:
+                error = Unavailable(f"GET {path}: connection failed ({type(exc).__name__})", path=path)
+            else:
+                error = self._error_for(response, path)
+                if error is None:
+                    try:
+                        return self._parse(response, path)
+                    except BadResponse as bad:
+                        error = bad
+            if not error.retryable or attempt >= self.max_retries:
+                if error.retryable:
+                    error.args = (f"{error.args[0]} (gave up after {attempt + 1} attempts)",)
+                raise error
+            delay = self._delay(attempt, error)
+            log.warning(
+                "Verifik %s; retrying in %.2fs (attempt %d of %d)", error, delay, attempt + 2, self.max_retries + 1
+            )
+            self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt, error):
+        delay = min(self.backoff_cap, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry_after_cap))
+        return delay
+
+    def _parse(self, response, path):
+        try:
+            body = response.json()
+        except ValueError:
+            kind = "truncated JSON" if response.text.lstrip().startswith(("{", "[")) else "a non-JSON body"
+            raise BadResponse(
+                f"GET {path}: answered {kind}", path=path, status=response.status_code, retryable=True
+            ) from None
+        if not isinstance(body, dict):
+            raise BadResponse(f"GET {path}: expected a JSON object", path=path, status=response.status_code)
+        return body
+
+    def _error_for(self, response, path):
+        status = response.status_code
+        if status < 400:
+            return None
+        detail = self._scrub(_server_message(response))
+        message = f"GET {path}: HTTP {status}" + (f" ({detail})" if detail else "")
+        if status in (401, 403):
+            return AuthRejected(message + "; check VERIFIK_API_TOKEN", path=path, status=status)
+        if status == 404:
+            return NotFound(message, path=path, status=status)
+        if status == 429:
+            return RateLimited(message, path=path, status=status, retry_after=_retry_after(response))
+        if status >= 500:
+            return Unavailable(message, path=path, status=status)
+        return BadRequest(message, path=path, status=status)
+
+    def _scrub(self, text):
+        if self._token and self._token in text:
+            text = text.replace(self._token, "***")
+        return text
+
+
+def _server_message(response):
+    """The server's own words, from either documented JSON shape; nothing from an HTML page."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body[key]) for key in ("code", "error", "message") if body.get(key)]
+    return ": ".join(dict.fromkeys(parts))[:200]
+
+
+def _retry_after(response):
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None

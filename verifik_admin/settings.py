@@ -1,0 +1,141 @@
+"""Django settings for verifik-admin.
+
+Every value comes from the environment (or an optional `.env` file beside
+manage.py) through django-environ; the README lists each variable. This is
+the only module that reads the environment.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+# A development key only when DEBUG is on: a production process without a
+# real key must refuse to start rather than sign sessions with a known value.
+if DEBUG:
+    SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-development-key-do-not-deploy")
+else:
+    SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. It is required when DJANGO_DEBUG is off; "
+            "set it to a long random string (or set DJANGO_DEBUG=true for local development)."
+        )
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "registrations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "verifik_admin.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "verifik_admin.wsgi.application"
+
+# SQLite is the embedded default so `make run` works on a bare laptop;
+# Postgres is the production database and the one the tests run on.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL with synchronous=NORMAL: one fsync per checkpoint instead of per commit.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=20, init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("DJANGO_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+}
+
+# --- Verifik -----------------------------------------------------------------
+
+# Every populate the detail endpoint documents; the list endpoint accepts a subset.
+VERIFIK_ALL_POPULATES = [
+    "project",
+    "projectFlow",
+    "emailValidation",
+    "phoneValidation",
+    "biometricValidation",
+    "documentValidation",
+    "informationValidation",
+    "person",
+    "face",
+    "documentFace",
+    "compareFaceVerification",
+    "cryptoValidation",
+    "formSubmission",
+    "signature",
+    "accessControlLog",
+]
+
+VERIFIK_API_BASE_URL = env("VERIFIK_API_BASE_URL", default="https://api.verifik.co")
+VERIFIK_API_TOKEN = env("VERIFIK_API_TOKEN", default="")
+VERIFIK_TIMEOUT = env.float("VERIFIK_TIMEOUT", default=30.0)
+VERIFIK_MAX_RETRIES = env.int("VERIFIK_MAX_RETRIES", default=5)
+VERIFIK_BACKOFF = env.float("VERIFIK_BACKOFF", default=0.5)  # first retry delay, doubled each time
+VERIFIK_RETRY_AFTER_CAP = env.float("VERIFIK_RETRY_AFTER_CAP", default=60.0)
+VERIFIK_PAGE_SIZE = env.int("VERIFIK_PAGE_SIZE", default=100)
+if not 1 <= VERIFIK_PAGE_SIZE <= 100:
+    raise ImproperlyConfigured(f"VERIFIK_PAGE_SIZE must be between 1 and 100 (got {VERIFIK_PAGE_SIZE}).")
+VERIFIK_POPULATES = env.list("VERIFIK_POPULATES", default=VERIFIK_ALL_POPULATES)
+VERIFIK_SYNC_DETAILS = env.bool("VERIFIK_SYNC_DETAILS", default=True)
