@@ -135,7 +135,9 @@ class SyncRun(models.Model):
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     statuses = models.JSONField(default=list, blank=True, help_text="Status filter; empty for every status.")
-    verifik_ids = models.JSONField(default=list, blank=True, help_text="Registrations a refresh was asked for.")
+    verifik_id = models.CharField(
+        "Verifik id", max_length=24, null=True, blank=True, help_text="The registration a single refresh was for."
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
@@ -147,6 +149,7 @@ class SyncRun(models.Model):
     failed = models.IntegerField(default=0)
     removed = models.IntegerField(default=0)
     details_fetched = models.IntegerField(default=0)
+    details_queued = models.IntegerField(default=0, help_text="Detail fetches handed to workers.")
     details_failed = models.IntegerField(default=0)
     failures = models.JSONField(default=list, blank=True, help_text="A sample of records that could not be stored.")
     error = models.TextField(blank=True, default="", help_text="Why the run failed, in words an operator can act on.")
@@ -154,7 +157,10 @@ class SyncRun(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        indexes = [models.Index(fields=["outcome", "-started_at"], name="syncrun_outcome_idx")]
+        indexes = [
+            models.Index(fields=["outcome", "-started_at"], name="syncrun_outcome_idx"),
+            models.Index(fields=["verifik_id", "-started_at"], name="syncrun_registration_idx"),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} sync #{self.pk} ({self.outcome})"

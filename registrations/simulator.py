@@ -208,8 +208,13 @@ def populate(key, ref_id):
 
 @dataclass
 class Faults:
-    """Inject failures by request number: every Nth request gets the fault (0 = never)."""
+    """Inject failures by request number: every Nth request gets the fault (0 = never).
 
+    `fail_first` answers the first N requests with `error_status`, for tests of
+    retries that must eventually succeed.
+    """
+
+    fail_first: int = 0
     error_every: int = 0
     error_status: int = 503
     rate_limit_every: int = 0
@@ -307,7 +312,7 @@ class SimulatedVerifik:
         if f.rate_limit_every and number % f.rate_limit_every == 0:
             body = {"code": "TooManyRequests", "message": "429:TooManyRequests"}
             return 429, body, {"Retry-After": f"{f.retry_after:g}"}, None
-        if f.error_every and number % f.error_every == 0:
+        if number <= f.fail_first or (f.error_every and number % f.error_every == 0):
             return f.error_status, b"<html><body>Service Unavailable</body></html>", {"Content-Type": "text/html"}, None
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"code": "Unauthorized", "message": "401:Unauthorized"}, {}, None

@@ -7,12 +7,14 @@ version from overwriting a newer one even when a refresh races the sync.
 """
 
 import logging
+import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from . import mapping
@@ -243,11 +245,12 @@ def listing_lock():
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])
 
 
-def _finish(run, outcome, error=""):
+def _finish(run, outcome, error="", counters=()):
+    """Close a run. Saves only what this process owns: fanned-out detail tasks update their counters concurrently."""
     run.outcome = outcome
     run.error = error
     run.finished_at = timezone.now()
-    run.save()
+    run.save(update_fields=["outcome", "error", "note", "finished_at", *counters])
     return run
 
 
@@ -326,7 +329,7 @@ def run_sync(
     *,
     statuses=None,
     trigger=SyncRun.Trigger.COMMAND,
-    user=None,
+    user_id=None,
     details=None,
     client=None,
     on_details=None,
@@ -334,13 +337,13 @@ def run_sync(
 ):
     """A full sync (or one limited to `statuses`), recorded in a SyncRun that is returned.
 
-    `on_details(ids)` receives the ids whose details must be fetched; without
-    it they are fetched inline. Raises SyncFailed (carrying the run) on failure.
+    `on_details(run, ids)` receives the ids whose details must be fetched (the
+    Celery task fans them out); without it they are fetched inline. Raises SyncFailed (carrying the run) on failure.
     """
     statuses = list(statuses or [])
     details = settings.VERIFIK_SYNC_DETAILS if details is None else details
     kind = SyncRun.Kind.ACTIVE if statuses else SyncRun.Kind.FULL
-    run = SyncRun.objects.create(kind=kind, trigger=trigger, user=user, statuses=statuses)
+    run = SyncRun.objects.create(kind=kind, trigger=trigger, user_id=user_id, statuses=statuses)
     client = client or build_client()
     with listing_lock() as acquired:
         if not acquired:
@@ -367,10 +370,15 @@ def run_sync(
 
 
 def _fail_abandoned_runs(run):
-    """Runs still 'running' while we hold the lock lost their worker: nobody else can be running them."""
-    SyncRun.objects.filter(
-        outcome=SyncRun.Outcome.RUNNING, kind__in=[SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE], pk__lt=run.pk
-    ).update(
+    """Mark runs whose worker died as failed.
+
+    A listing run still 'running' while we hold the lock cannot be running
+    anywhere. A single refresh takes seconds; one running for an hour is dead.
+    """
+    abandoned = Q(kind__in=[SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE], pk__lt=run.pk) | Q(
+        started_at__lt=timezone.now() - timedelta(hours=1)
+    )
+    SyncRun.objects.filter(abandoned, outcome=SyncRun.Outcome.RUNNING).update(
         outcome=SyncRun.Outcome.FAILED,
         finished_at=timezone.now(),
         error="The worker running this sync stopped before it finished (found by the next sync).",
@@ -423,7 +431,8 @@ def pending_detail_ids(batch=DETAIL_BATCH):
 def _details(run, client, on_details):
     for ids in pending_detail_ids():
         if on_details is not None:
-            on_details(ids)
+            on_details(run, ids)
+            SyncRun.objects.filter(pk=run.pk).update(details_queued=F("details_queued") + len(ids))
             continue
         for verifik_id in ids:
             try:
@@ -435,30 +444,89 @@ def _details(run, client, on_details):
                 SyncRun.objects.filter(pk=run.pk).update(details_failed=F("details_failed") + 1)
             else:
                 SyncRun.objects.filter(pk=run.pk).update(details_fetched=F("details_fetched") + 1)
-    run.refresh_from_db(fields=["details_fetched", "details_failed"])
+    run.refresh_from_db(fields=["details_fetched", "details_failed", "details_queued"])
 
 
-def refresh(verifik_ids, *, trigger=SyncRun.Trigger.USER, user=None, kind=SyncRun.Kind.SINGLE, client=None):
-    """Refresh registrations from the detail endpoint, recorded in one SyncRun.
+def refresh(verifik_id, *, trigger=SyncRun.Trigger.USER, user_id=None, kind=SyncRun.Kind.SINGLE, client=None):
+    """Refresh one registration from the detail endpoint, recorded in its own SyncRun.
 
-    Malformed ids are refused before anything is sent or recorded.
+    A malformed id is refused before anything is sent or recorded. A refresh of
+    an id refreshed moments ago collapses into that one (recorded as skipped).
     """
-    verifik_ids = [validate_registration_id(i) for i in verifik_ids]
-    run = SyncRun.objects.create(kind=kind, trigger=trigger, user=user, verifik_ids=verifik_ids)
+    verifik_id = validate_registration_id(verifik_id)
+    run, earlier = _claim_refresh(verifik_id, kind=kind, trigger=trigger, user_id=user_id)
+    if earlier is not None:
+        return _finish(run, SyncRun.Outcome.SKIPPED, f"Collapsed into refresh run #{earlier.pk}, started moments ago.")
     client = client or build_client()
     try:
-        for verifik_id in verifik_ids:
-            outcome = fetch_and_store(client, verifik_id)
-            run.seen += outcome != "not_found"
-            run.created += outcome == "created"
-            run.updated += outcome == "updated"
-            run.unchanged += outcome == "unchanged"
-            run.removed += outcome == "removed"
-            if outcome == "not_found":
-                run.failed += 1
-                run.failures.append({"id": verifik_id, "reason": "not found at Verifik"})
+        outcome = fetch_and_store(client, verifik_id)
     except Exception as exc:
         raise _fail(run, exc) from exc
-    if run.failed == len(verifik_ids):
-        raise SyncFailed(_finish(run, SyncRun.Outcome.FAILED, "Verifik has no registration with this id."))
-    return _finish(run, SyncRun.Outcome.SUCCEEDED)
+    counters = ["seen", "created", "updated", "unchanged", "removed", "failed"]
+    for name, value in zip(counters, _REFRESH_COUNTS[outcome], strict=True):
+        setattr(run, name, value)
+    if outcome == "not_found":
+        message = f"Verifik has no registration {verifik_id}."
+        raise SyncFailed(_finish(run, SyncRun.Outcome.FAILED, message, counters))
+    return _finish(run, SyncRun.Outcome.SUCCEEDED, counters=counters)
+
+
+# fetch_and_store's outcome -> (seen, created, updated, unchanged, removed, failed) of a refresh run
+_REFRESH_COUNTS = {
+    "created": (1, 1, 0, 0, 0, 0),
+    "updated": (1, 0, 1, 0, 0, 0),
+    "unchanged": (1, 0, 0, 1, 0, 0),
+    "removed": (1, 0, 0, 0, 1, 0),
+    "not_found": (0, 0, 0, 0, 0, 1),
+}
+
+
+def _claim_refresh(verifik_id, **run_fields):
+    """Create the refresh's SyncRun unless one for the same id started within the collapse window.
+
+    On Postgres a transaction-scoped advisory lock on the id makes the
+    check-then-create atomic across workers.
+    """
+    window = timezone.now() - timedelta(seconds=settings.VERIFIK_REFRESH_COLLAPSE_SECONDS)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"refresh:{verifik_id}"])
+        earlier = (
+            SyncRun.objects.filter(
+                verifik_id=verifik_id,
+                kind__in=[SyncRun.Kind.SINGLE, SyncRun.Kind.WEBHOOK],
+                started_at__gte=window,
+                outcome__in=[SyncRun.Outcome.RUNNING, SyncRun.Outcome.SUCCEEDED],
+            )
+            .order_by("-started_at")
+            .first()
+        )
+        run = SyncRun.objects.create(verifik_id=verifik_id, **run_fields)
+    return run, earlier
+
+
+def fetch_details_for(run_id, verifik_id, *, last_attempt=True, client=None):
+    """One detail fetch fanned out by a sync; counts land on that sync's run.
+
+    A transient failure that will be retried is not counted; the registration
+    stays pending, so the next sync tries again even when every retry fails.
+    """
+    counters = SyncRun.objects.filter(pk=run_id)
+    try:
+        fetch_and_store(client or build_client(), verifik_id)
+    except mapping.MappingError as exc:
+        log.warning("Details of %s not stored: %s", verifik_id, exc)
+        counters.update(details_failed=F("details_failed") + 1)
+        return
+    except VerifikError as exc:
+        if last_attempt or not exc.retryable:
+            counters.update(details_failed=F("details_failed") + 1)
+        raise
+    counters.update(details_fetched=F("details_fetched") + 1)
+
+
+def retry_countdown(retries, base=None, cap=600):
+    """Seconds before a failed task tries again: exponential with full jitter, bounded."""
+    base = settings.VERIFIK_TASK_RETRY_BACKOFF if base is None else base
+    return random.uniform(0, min(cap, base * 2**retries))

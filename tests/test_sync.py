@@ -3,11 +3,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from registrations.mapping import parse_timestamp
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
 from registrations.sync import SyncFailed, refresh, run_sync
 from registrations.verifik import InvalidRegistrationId
+
+from .support import assert_mirrors
 
 pytestmark = pytest.mark.django_db
 
@@ -21,38 +22,6 @@ def table_writes():
         )
         row = cursor.fetchone()
     return row[0] if row else 0
-
-
-def assert_mirrors(account):
-    """Every upstream record is stored once, field for field."""
-    stored = {r.verifik_id: r for r in AppRegistration.objects.all()}
-    assert set(stored) == set(account.by_id)
-    for record in account.records:
-        row = stored[record["_id"]]
-        assert row.removed_upstream_at is None
-        assert (row.name, row.email, row.phone, row.country_code) == (
-            record["name"],
-            record["email"],
-            record["phone"],
-            record["countryCode"],
-        )
-        assert (row.status, row.current_step, row.language, row.notes) == (
-            record["status"],
-            record["currentStep"],
-            record["language"],
-            record["notes"],
-        )
-        assert (row.red_flags, row.red_flags_details, row.deleted, row.version) == (
-            record["redFlags"],
-            record["redFlagsDetails"],
-            record["deleted"],
-            record["__v"],
-        )
-        assert row.failed_document_validations == record["failedDocumentValidations"]
-        assert row.failed_email_validations == record["failedEmailValidations"]
-        assert row.created_at == parse_timestamp(record["createdAt"])
-        assert row.updated_at == parse_timestamp(record["updatedAt"])
-        assert row.project_id == record["project"] and row.signature_id == record["signature"]
 
 
 def test_full_sync_mirrors_every_registration_field_for_field(verifik):
@@ -215,7 +184,7 @@ def test_refresh_of_a_registration_gone_upstream_marks_it_removed(verifik):
     run_sync(details=False)
     gone = account.records[1]["_id"]
     account.remove(gone)
-    run = refresh([gone])
+    run = refresh(gone)
     assert run.removed == 1
     assert AppRegistration.objects.get(verifik_id=gone).removed_upstream_at is not None
 
@@ -223,7 +192,7 @@ def test_refresh_of_a_registration_gone_upstream_marks_it_removed(verifik):
 def test_refresh_with_a_malformed_id_sends_nothing(verifik):
     account = verifik(count=5)
     with pytest.raises(InvalidRegistrationId):
-        refresh(["nope"])
+        refresh("nope")
     assert account.request_count == 0 and not SyncRun.objects.exists()
 
 

@@ -5,6 +5,7 @@ manage.py) through django-environ; the README lists each variable. This is
 the only module that reads the environment.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -139,3 +140,40 @@ if not 1 <= VERIFIK_PAGE_SIZE <= 100:
     raise ImproperlyConfigured(f"VERIFIK_PAGE_SIZE must be between 1 and 100 (got {VERIFIK_PAGE_SIZE}).")
 VERIFIK_POPULATES = env.list("VERIFIK_POPULATES", default=VERIFIK_ALL_POPULATES)
 VERIFIK_SYNC_DETAILS = env.bool("VERIFIK_SYNC_DETAILS", default=True)
+VERIFIK_REFRESH_COLLAPSE_SECONDS = env.float("VERIFIK_REFRESH_COLLAPSE_SECONDS", default=5.0)
+
+# --- Celery --------------------------------------------------------------------
+
+# Without a broker, tasks run eagerly in the calling process: the embedded
+# default behind `make run`. Production sets CELERY_BROKER_URL (Redis).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a task lost with its worker runs again; every task is idempotent
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3 * 3600)}
+CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+
+VERIFIK_ACTIVE_SYNC_MINUTES = env.float("VERIFIK_ACTIVE_SYNC_MINUTES", default=5)
+VERIFIK_FULL_SYNC_HOURS = env.float("VERIFIK_FULL_SYNC_HOURS", default=24)
+VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="10/s")  # per worker process, Celery rate syntax
+VERIFIK_TASK_MAX_RETRIES = env.int("VERIFIK_TASK_MAX_RETRIES", default=5)
+VERIFIK_TASK_RETRY_BACKOFF = env.float("VERIFIK_TASK_RETRY_BACKOFF", default=30.0)
+
+CELERY_TASK_ANNOTATIONS = {"registrations.tasks.fetch_registration_details": {"rate_limit": VERIFIK_DETAIL_RATE}}
+CELERY_BEAT_SCHEDULE = {
+    "sync-active-registrations": {
+        "task": "registrations.tasks.sync_registrations",
+        "schedule": timedelta(minutes=VERIFIK_ACTIVE_SYNC_MINUTES),
+        "kwargs": {"statuses": ["STARTED", "ONGOING", "NEEDS_MANUAL_VERIFICATION"], "trigger": "schedule"},
+    },
+    "sync-all-registrations": {
+        "task": "registrations.tasks.sync_registrations",
+        "schedule": timedelta(hours=VERIFIK_FULL_SYNC_HOURS),
+        "kwargs": {"trigger": "schedule"},
+    },
+}

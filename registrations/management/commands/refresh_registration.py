@@ -2,7 +2,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registrations.models import SyncRun
 from registrations.sync import SyncFailed, refresh
-from registrations.verifik import InvalidRegistrationId
+from registrations.verifik import InvalidRegistrationId, validate_registration_id
+
+
+def describe(run):
+    if run.outcome == SyncRun.Outcome.SKIPPED:
+        return run.error
+    result = next((name for name in ("created", "updated", "unchanged", "removed") if getattr(run, name)), "done")
+    return f"refresh run #{run.pk} {run.outcome}: {result}"
 
 
 class Command(BaseCommand):
@@ -13,12 +20,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, verifik_ids, **options):
         try:
-            run = refresh(verifik_ids, trigger=SyncRun.Trigger.COMMAND)
+            verifik_ids = [validate_registration_id(i) for i in verifik_ids]
         except InvalidRegistrationId as exc:
             raise CommandError(str(exc)) from None
-        except SyncFailed as exc:
-            raise CommandError(f"Refresh run #{exc.run.pk} failed: {exc.run.error}") from None
-        self.stdout.write(
-            f"Refresh run #{run.pk} {run.outcome}: {run.created} created, {run.updated} updated, "
-            f"{run.unchanged} unchanged, {run.removed} removed upstream, {run.failed} not found"
-        )
+        failed = 0
+        for verifik_id in verifik_ids:
+            try:
+                self.stdout.write(f"{verifik_id}: {describe(refresh(verifik_id, trigger=SyncRun.Trigger.COMMAND))}")
+            except SyncFailed as exc:
+                failed += 1
+                self.stderr.write(f"{verifik_id}: refresh run #{exc.run.pk} failed: {exc.run.error}")
+        if failed:
+            raise CommandError(f"{failed} of {len(verifik_ids)} refreshes failed.")

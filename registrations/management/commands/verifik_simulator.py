@@ -14,6 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--token", default="sim-token", help="Bearer token the simulator accepts.")
         parser.add_argument("--list-keys", choices=["full", "documented"], default="full", help="Keys per list item.")
         faults = parser.add_argument_group("faults (every Nth request; 0 = never)")
+        faults.add_argument("--fail-first", type=int, default=0, help="Answer the first N requests with 503.")
         faults.add_argument("--error-every", type=int, default=0, help="Answer 503 with an HTML body.")
         faults.add_argument("--rate-limit-every", type=int, default=0, help="Answer 429 with Retry-After.")
         faults.add_argument("--retry-after", type=float, default=1, help="Seconds sent in Retry-After.")
@@ -24,6 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **o):
         fault_names = [
+            "fail_first",
             "error_every",
             "rate_limit_every",
             "retry_after",

@@ -1,0 +1,231 @@
+"""Celery tasks against a real Redis broker and real worker processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+
+from registrations import tasks
+from registrations.models import AppRegistration, SyncRun
+from registrations.simulator import Faults
+from registrations.sync import SYNC_LOCK_KEY, SyncFailed
+from verifik_admin.celery import app as celery_app
+
+from .conftest import TOKEN
+from .support import assert_mirrors, wait_until
+
+BROKER_URL = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
+
+
+def worker_database_url():
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def broker():
+    """Send tasks through a real, empty Redis broker instead of running them eagerly."""
+    redis.Redis.from_url(BROKER_URL).flushdb()
+    saved = {key: celery_app.conf[key] for key in ("broker_url", "task_always_eager")}
+    celery_app.conf.update(broker_url=BROKER_URL, task_always_eager=False)
+    yield celery_app
+    celery_app.conf.update(saved)
+    celery_app.pool.force_close_all()
+
+
+@pytest.fixture
+def workers(broker, tmp_path):
+    """Start real worker processes: `worker = workers(account, concurrency=2, **env)`; killed at the end."""
+    started = []
+
+    def start(account, concurrency=2, **extra_env):
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings",
+            "DATABASE_URL": worker_database_url(),
+            "CELERY_BROKER_URL": BROKER_URL,
+            "VERIFIK_API_BASE_URL": account.url,
+            "VERIFIK_API_TOKEN": TOKEN,
+            "VERIFIK_BACKOFF": "0.001",
+            "VERIFIK_RETRY_AFTER_CAP": "0.05",
+            "VERIFIK_PAGE_SIZE": "10",
+            "VERIFIK_TASK_RETRY_BACKOFF": "0.2",
+            "VERIFIK_DETAIL_RATE": "1000/s",
+            **{key: str(value) for key, value in extra_env.items()},
+        }
+        log = tmp_path / f"worker-{len(started)}.log"
+        name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        command = [sys.executable, "-m", "celery", "-A", "verifik_admin", "worker", "--pool=prefork"]
+        command += [
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            "-n",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        process.log = log
+        started.append(process)
+        wait_until(lambda: " ready." in log.read_text() or process.poll() is not None, 60, "the worker to start")
+        assert process.poll() is None, log.read_text()
+        return process
+
+    yield start
+    for process in started:
+        kill(process)
+
+
+def kill(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def runs(kind=SyncRun.Kind.FULL):
+    return list(SyncRun.objects.filter(kind=kind).order_by("pk"))
+
+
+def lock_is_free():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", [SYNC_LOCK_KEY])
+        return cursor.fetchone()[0] == 0
+
+
+def test_a_sync_queued_from_the_command_line_mirrors_the_account(verifik, workers):
+    account = verifik(count=35)
+    worker = workers(account)
+    env = {**os.environ, "CELERY_BROKER_URL": BROKER_URL, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings"}
+    called = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "verifik_admin", "call", "registrations.tasks.sync_registrations"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert called.returncode == 0, called.stderr
+    run = wait_until(lambda: SyncRun.objects.filter(outcome="succeeded", kind="full").first(), 60, "the sync")
+    assert (run.trigger, run.created, run.details_queued) == ("schedule", 35, 35)
+    fetched = lambda: SyncRun.objects.get(pk=run.pk).details_fetched == 35  # noqa: E731
+    wait_until(fetched, 60, lambda: f"the detail fan-out; worker log:\n{worker.log.read_text()[-3000:]}")
+    assert not AppRegistration.objects.filter(details_pending=True).exists()
+    assert_mirrors(account)
+    assert "registrations.tasks.fetch_registration_details" in worker.log.read_text()
+
+
+def test_two_syncs_at_once_run_one(verifik, workers):
+    account = verifik(count=60, faults=Faults(latency=0.03))
+    workers(account, concurrency=2, VERIFIK_SYNC_DETAILS="false")
+    tasks.sync_registrations.delay(trigger="user")
+    tasks.sync_registrations.delay(trigger="user")
+    wait_until(lambda: SyncRun.objects.filter(kind="full").exclude(outcome="running").count() == 2, 60, "both runs")
+    outcomes = sorted(r.outcome for r in runs())
+    assert outcomes == ["skipped", "succeeded"]
+    skipped = SyncRun.objects.get(outcome="skipped")
+    assert "already running" in skipped.error
+    assert AppRegistration.objects.count() == 60
+
+
+def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(verifik, workers):
+    account = verifik(count=100, faults=Faults(latency=0.05))
+    first = workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
+    tasks.sync_registrations.delay(trigger="user")
+    wait_until(lambda: SyncRun.objects.filter(outcome="running", pages__gte=2).exists(), 60, "the sync to be half-way")
+    kill(first)
+    killed = SyncRun.objects.get()
+    assert killed.outcome == "running" and 0 < AppRegistration.objects.count() < 100
+    wait_until(lambda: lock_is_free(), 30, "Postgres to free the dead worker's lock")
+
+    workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
+    tasks.sync_registrations.delay(trigger="user")
+    wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").exists(), 60, "the second sync")
+    killed.refresh_from_db()
+    assert killed.outcome == "failed" and "stopped before it finished" in killed.error
+    assert AppRegistration.objects.count() == 100
+    assert_mirrors(account)
+
+
+def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, workers):
+    account = verifik(count=20, faults=Faults(fail_first=3))
+    workers(account, concurrency=1, VERIFIK_MAX_RETRIES="1", VERIFIK_SYNC_DETAILS="false")
+    tasks.sync_registrations.delay(trigger="user")
+    wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").exists(), 60, "the retried sync")
+    first, second = runs()
+    assert first.outcome == "failed" and "HTTP 503" in first.error and "gave up after 2 attempts" in first.error
+    assert second.outcome == "succeeded" and second.created == 20
+
+
+def test_429_and_503_storms_through_a_worker_end_with_identical_data(verifik, workers):
+    account = verifik(count=50, faults=Faults(error_every=7, rate_limit_every=11, retry_after=0))
+    workers(account, concurrency=2)
+    tasks.sync_registrations.delay(trigger="user")
+    run = wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").first(), 60, "the sync")
+    wait_until(lambda: not AppRegistration.objects.filter(details_pending=True).exists(), 60, "the details")
+    assert SyncRun.objects.get(pk=run.pk).details_failed == 0
+    assert_mirrors(account)
+
+
+def test_an_auth_rejection_is_not_retried(verifik, workers):
+    account = verifik(count=10)
+    workers(account, concurrency=1, VERIFIK_API_TOKEN="revoked-token")
+    tasks.sync_registrations.delay(trigger="user")
+    run = wait_until(lambda: SyncRun.objects.filter(outcome="failed").first(), 60, "the failed run")
+    assert "check VERIFIK_API_TOKEN" in run.error
+    assert account.request_count == 1, "the client does not retry a 401"
+
+
+def test_eager_tasks_fail_fast_to_their_caller(verifik, settings):
+    account = verifik(count=10, faults=Faults(fail_first=1))
+    settings.VERIFIK_MAX_RETRIES = 0
+    with pytest.raises(SyncFailed, match="HTTP 503"):
+        tasks.sync_registrations.delay(trigger="user")
+    settings.VERIFIK_API_TOKEN = "revoked-token"
+    with pytest.raises(SyncFailed, match="VERIFIK_API_TOKEN"):
+        tasks.sync_registrations.delay(trigger="user")
+    assert [r.outcome for r in runs()] == ["failed", "failed"]
+    assert account.request_count == 2
+
+
+def test_refresh_tasks_fan_out_and_repeat_refreshes_collapse(verifik):
+    account = verifik(count=6)
+    ids = [r["_id"] for r in account.records[:3]]
+    tasks.refresh_registrations.delay(ids + ids[:1])
+    single = runs(SyncRun.Kind.SINGLE)
+    assert [r.outcome for r in single] == ["succeeded"] * 3 + ["skipped"]
+    assert "Collapsed into refresh run" in single[3].error
+    assert set(AppRegistration.objects.values_list("verifik_id", flat=True)) == set(ids)
+    assert account.detail_requests == 3
+
+
+def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
+    script = (
+        "from verifik_admin.celery import app; s = app.conf.beat_schedule;"
+        "a = s['sync-active-registrations']; f = s['sync-all-registrations'];"
+        "print(a['task'], a['schedule'].total_seconds(), ','.join(a['kwargs']['statuses']));"
+        "print(f['task'], f['schedule'].total_seconds(), f['kwargs'].get('statuses'))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings"}
+    env.update(VERIFIK_ACTIVE_SYNC_MINUTES="2", VERIFIK_FULL_SYNC_HOURS="12")
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup();" + script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    assert out[0] == "registrations.tasks.sync_registrations 120.0 STARTED,ONGOING,NEEDS_MANUAL_VERIFICATION"
+    assert out[1] == f"registrations.tasks.sync_registrations {timedelta(hours=12).total_seconds()} None"
