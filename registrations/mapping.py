@@ -53,6 +53,8 @@ FAILED_LISTS = {
     "failedBiometricValidations": "failed_biometric_validations",
     "failedDocumentValidations": "failed_document_validations",
 }
+# failed list field -> the count column the sync keeps beside it
+FAILED_COUNTS = {field: field.replace("_validations", "_count") for field in FAILED_LISTS.values()}
 TIMESTAMPS = {"createdAt": "created_at", "updatedAt": "updated_at"}
 
 # Every column the mapping fills; the sync writes exactly these.
@@ -61,6 +63,7 @@ MAPPED_FIELDS = (
     + list(REFERENCES.values())
     + list(TEXT.values())
     + list(FAILED_LISTS.values())
+    + list(FAILED_COUNTS.values())
     + list(TIMESTAMPS.values())
 )
 
@@ -213,7 +216,9 @@ def map_registration(payload) -> MappedRegistration:
     fields["red_flags"] = convert("redFlags", _integer)
     fields["deleted"] = convert("deleted", _boolean)
     fields["red_flags_details"] = payload.get("redFlagsDetails")
-    fields["failed_validations_count"] = sum(len(fields[f] or ()) for f in FAILED_LISTS.values())
+    for list_field, count_field in FAILED_COUNTS.items():
+        fields[count_field] = len(fields[list_field] or ())
+    fields["failed_validations_count"] = sum(fields[count] for count in FAILED_COUNTS.values())
     return MappedRegistration(verifik_id=fields["verifik_id"], fields=fields, raw=raw, populated=populated)
 
 

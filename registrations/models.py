@@ -72,9 +72,12 @@ class AppRegistration(models.Model):
     failed_phone_validations = models.JSONField(null=True, blank=True)
     failed_biometric_validations = models.JSONField(null=True, blank=True)
     failed_document_validations = models.JSONField(null=True, blank=True)
-    failed_validations_count = models.IntegerField(
-        default=0, help_text="Total of the four failed-validation lists, kept by the sync for filtering and sorting."
-    )
+    # Counts of the failed lists, kept by the sync so the admin filters and sorts without reading JSON.
+    failed_validations_count = models.IntegerField(default=0, help_text="Total of the four failed-validation lists.")
+    failed_email_count = models.IntegerField(default=0)
+    failed_phone_count = models.IntegerField(default=0)
+    failed_biometric_count = models.IntegerField(default=0)
+    failed_document_count = models.IntegerField(default=0)
     deleted = models.BooleanField(null=True, blank=True, help_text="Verifik's own `deleted` flag.")
 
     created_at = models.DateTimeField(null=True, blank=True, help_text="Verifik's createdAt.")
@@ -106,6 +109,21 @@ class AppRegistration(models.Model):
             models.Index(fields=["-failed_validations_count", "-id"], name="reg_failed_idx"),
             models.Index(fields=["-last_synced_at", "-id"], name="reg_synced_idx"),
             models.Index(fields=["id"], name="reg_details_pending_idx", condition=models.Q(details_pending=True)),
+            models.Index(fields=["language"], name="reg_language_idx"),
+            models.Index(fields=["project_id"], name="reg_project_idx"),
+            models.Index(
+                fields=["-created_at", "-id"],
+                name="reg_removed_idx",
+                condition=models.Q(removed_upstream_at__isnull=False),
+            ),
+            *[
+                models.Index(
+                    fields=["-created_at", "-id"],
+                    name=f"reg_failed_{kind}_idx",
+                    condition=models.Q(**{f"failed_{kind}_count__gt": 0}),
+                )
+                for kind in ("email", "phone", "biometric", "document")
+            ],
         ]
 
     def __str__(self):

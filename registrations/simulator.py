@@ -107,7 +107,7 @@ def make_registration(seed, index):
     phone = ("0" if index % 5 == 0 else "") + str(rng.randrange(10**8, 10**10))
     red_flags = 0
     details = {}
-    if rng.random() < 0.18:
+    if rng.random() < (0.5 if status in ("FAILED", "NEEDS_MANUAL_VERIFICATION") else 0.12):
         red_flags = rng.choice([1, 1, 2, 3, 4, 6])
         details = {
             "ipCountryMismatch": {"expected": "CO", "detected": rng.choice(["RU", "NG", "US"]), "score": 0.82},

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery
 from django.db import connection
 
 from registrations import tasks
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
 from registrations.sync import SYNC_LOCK_KEY, SyncFailed
-from verifik_admin.celery import app as celery_app
 
 from .conftest import TOKEN
 from .support import assert_mirrors, wait_until
@@ -34,13 +34,15 @@ def worker_database_url():
 
 @pytest.fixture
 def broker():
-    """Send tasks through a real, empty Redis broker instead of running them eagerly."""
+    """A client of a real, empty Redis broker that sends tasks by name, as other tools do."""
     redis.Redis.from_url(BROKER_URL).flushdb()
-    saved = {key: celery_app.conf[key] for key in ("broker_url", "task_always_eager")}
-    celery_app.conf.update(broker_url=BROKER_URL, task_always_eager=False)
-    yield celery_app
-    celery_app.conf.update(saved)
-    celery_app.pool.force_close_all()
+    sender = Celery("test-sender", broker=BROKER_URL, set_as_current=False)
+    yield sender
+    sender.close()
+
+
+def send(broker, name, **kwargs):
+    broker.send_task(f"registrations.tasks.{name}", kwargs=kwargs)
 
 
 @pytest.fixture
@@ -126,12 +128,13 @@ def test_a_sync_queued_from_the_command_line_mirrors_the_account(verifik, worker
     assert "registrations.tasks.fetch_registration_details" in worker.log.read_text()
 
 
-def test_two_syncs_at_once_run_one(verifik, workers):
+def test_two_syncs_at_once_run_one(verifik, broker, workers):
     account = verifik(count=60, faults=Faults(latency=0.03))
-    workers(account, concurrency=2, VERIFIK_SYNC_DETAILS="false")
-    tasks.sync_registrations.delay(trigger="user")
-    tasks.sync_registrations.delay(trigger="user")
-    wait_until(lambda: SyncRun.objects.filter(kind="full").exclude(outcome="running").count() == 2, 60, "both runs")
+    worker = workers(account, concurrency=2, VERIFIK_SYNC_DETAILS="false")
+    send(broker, "sync_registrations", trigger="user")
+    send(broker, "sync_registrations", trigger="user")
+    done = lambda: SyncRun.objects.filter(kind="full").exclude(outcome="running").count() == 2  # noqa: E731
+    wait_until(done, 60, lambda: f"both runs: {list(SyncRun.objects.values())}\n{worker.log.read_text()[-3000:]}")
     outcomes = sorted(r.outcome for r in runs())
     assert outcomes == ["skipped", "succeeded"]
     skipped = SyncRun.objects.get(outcome="skipped")
@@ -139,10 +142,10 @@ def test_two_syncs_at_once_run_one(verifik, workers):
     assert AppRegistration.objects.count() == 60
 
 
-def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(verifik, workers):
+def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(verifik, broker, workers):
     account = verifik(count=100, faults=Faults(latency=0.05))
     first = workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
-    tasks.sync_registrations.delay(trigger="user")
+    send(broker, "sync_registrations", trigger="user")
     wait_until(lambda: SyncRun.objects.filter(outcome="running", pages__gte=2).exists(), 60, "the sync to be half-way")
     kill(first)
     killed = SyncRun.objects.get()
@@ -150,7 +153,7 @@ def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(veri
     wait_until(lambda: lock_is_free(), 30, "Postgres to free the dead worker's lock")
 
     workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
-    tasks.sync_registrations.delay(trigger="user")
+    send(broker, "sync_registrations", trigger="user")
     wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").exists(), 60, "the second sync")
     killed.refresh_from_db()
     assert killed.outcome == "failed" and "stopped before it finished" in killed.error
@@ -158,30 +161,30 @@ def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(veri
     assert_mirrors(account)
 
 
-def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, workers):
+def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, broker, workers):
     account = verifik(count=20, faults=Faults(fail_first=3))
     workers(account, concurrency=1, VERIFIK_MAX_RETRIES="1", VERIFIK_SYNC_DETAILS="false")
-    tasks.sync_registrations.delay(trigger="user")
+    send(broker, "sync_registrations", trigger="user")
     wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").exists(), 60, "the retried sync")
     first, second = runs()
     assert first.outcome == "failed" and "HTTP 503" in first.error and "gave up after 2 attempts" in first.error
     assert second.outcome == "succeeded" and second.created == 20
 
 
-def test_429_and_503_storms_through_a_worker_end_with_identical_data(verifik, workers):
+def test_429_and_503_storms_through_a_worker_end_with_identical_data(verifik, broker, workers):
     account = verifik(count=50, faults=Faults(error_every=7, rate_limit_every=11, retry_after=0))
     workers(account, concurrency=2)
-    tasks.sync_registrations.delay(trigger="user")
+    send(broker, "sync_registrations", trigger="user")
     run = wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").first(), 60, "the sync")
     wait_until(lambda: not AppRegistration.objects.filter(details_pending=True).exists(), 60, "the details")
     assert SyncRun.objects.get(pk=run.pk).details_failed == 0
     assert_mirrors(account)
 
 
-def test_an_auth_rejection_is_not_retried(verifik, workers):
+def test_an_auth_rejection_is_not_retried(verifik, broker, workers):
     account = verifik(count=10)
     workers(account, concurrency=1, VERIFIK_API_TOKEN="revoked-token")
-    tasks.sync_registrations.delay(trigger="user")
+    send(broker, "sync_registrations", trigger="user")
     run = wait_until(lambda: SyncRun.objects.filter(outcome="failed").first(), 60, "the failed run")
     assert "check VERIFIK_API_TOKEN" in run.error
     assert account.request_count == 1, "the client does not retry a 401"

@@ -1,0 +1,376 @@
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import DateTimeField, Value
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+
+from .. import dispatch, selectors
+from ..mapping import REFERENCES, is_object_id
+from ..models import AppRegistration
+from . import filters, rendering
+from .base import ReadOnlyAdmin
+
+FAILED_KINDS = [("email", "Email"), ("phone", "Phone"), ("biometric", "Biometric"), ("document", "Document")]
+ESTIMATE_ABOVE = 50_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """An unfiltered list of a big table shows Postgres' estimate instead of counting every row."""
+
+    @cached_property
+    def count(self):
+        if not self.object_list.query.where:
+            estimate = selectors.estimated_total()
+            if estimate is not None and estimate > ESTIMATE_ABOVE:
+                return estimate
+        return super().count
+
+
+def sync_health(request):
+    """Once per request: every row and the banner read the same figures."""
+    if not hasattr(request, "_verifik_sync_health"):
+        request._verifik_sync_health = selectors.sync_health()
+    return request._verifik_sync_health
+
+
+def run_link(run):
+    url = reverse("admin:registrations_syncrun_change", args=[run.pk])
+    return format_html('<a href="{}">run #{}</a>', url, run.pk)
+
+
+@admin.register(AppRegistration)
+class AppRegistrationAdmin(ReadOnlyAdmin):
+    list_display = [
+        "applicant",
+        "email",
+        "phone_number",
+        "status_badge",
+        "current_step",
+        "red_flags_count",
+        "failed_validations",
+        "notes_excerpt",
+        "created_at",
+        "updated_at",
+        "last_confirmed",
+    ]
+    list_display_links = ["applicant"]
+    list_filter = [
+        filters.StatusFilter,
+        filters.RedFlagsFilter,
+        filters.FailedValidationsFilter,
+        filters.LanguageFilter,
+        filters.ProjectFilter,
+        filters.RemovedUpstreamFilter,
+        filters.StaleFilter,
+    ]
+    search_fields = ["name", "email", "phone", "notes"]
+    search_help_text = "Name, email, phone or notes; a 24-character Verifik id finds that registration."
+    sortable_by = ["created_at", "updated_at", "red_flags_count", "failed_validations", "last_confirmed"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at", "-id"]
+    list_per_page = 50
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    actions = ["refresh_from_verifik"]
+    fieldsets = [
+        ("Applicant", {"fields": ["name", "email", "phone_number", "language"]}),
+        (
+            "Progress",
+            {
+                "fields": [
+                    "status_badge",
+                    "current_step",
+                    "created_at",
+                    "updated_at",
+                    "project",
+                    "project_flow",
+                    "deleted_at_verifik",
+                ]
+            },
+        ),
+        ("Risk", {"fields": ["red_flags_count", "red_flags_table"]}),
+        ("Failed validations", {"fields": [f"failed_{kind}_table" for kind, _ in FAILED_KINDS]}),
+        ("Linked records", {"fields": ["linked_records"]}),
+        ("Notes", {"fields": ["notes_text"]}),
+        (
+            "Sync",
+            {
+                "fields": [
+                    "verifik_id",
+                    "first_synced_at",
+                    "last_synced_at",
+                    "removed_upstream_at",
+                    "details_pending",
+                    "recent_runs",
+                ]
+            },
+        ),
+        ("Raw payload", {"fields": ["raw_payload"], "classes": ["collapse"]}),
+    ]
+
+    class Media:
+        css = {"all": ["registrations/admin.css"]}
+
+    # --- permissions ----------------------------------------------------------------
+
+    def has_refresh_permission(self, request, obj=None):
+        return request.user.has_perm("registrations.refresh_appregistration")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    # --- queries ------------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        covered_at = sync_health(request).covered_at
+        return super().get_queryset(request).annotate(covered_at=Value(covered_at, output_field=DateTimeField()))
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if is_object_id(term):
+            return queryset.filter(verifik_id=term.lower()), False
+        return super().get_search_results(request, queryset, search_term)
+
+    # --- list columns ---------------------------------------------------------------------
+
+    @admin.display(description="Name", ordering="name")
+    def applicant(self, obj):
+        marks = []
+        if obj.deleted:
+            marks.append(rendering.tag("Deleted at Verifik", "danger"))
+        if obj.removed_upstream_at:
+            marks.append(rendering.tag("Removed upstream", "muted"))
+        name = obj.name or format_html('<span class="vf-muted">(no name)</span>')
+        return format_html("{} {}", name, format_html_join(" ", "{}", ((m,) for m in marks)))
+
+    @admin.display(description="Phone")
+    def phone_number(self, obj):
+        number = " ".join(filter(None, [obj.country_code, obj.phone]))
+        return format_html('<span class="vf-nowrap">{}</span>', number) if number else rendering.EMPTY
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj):
+        return rendering.status_badge(obj.status)
+
+    @admin.display(description="Red flags", ordering="red_flags")
+    def red_flags_count(self, obj):
+        if not obj.red_flags:
+            return format_html('<span class="vf-muted">{}</span>', obj.red_flags if obj.red_flags is not None else "—")
+        return rendering.badge(obj.red_flags, "danger", f"{obj.red_flags} red flags")
+
+    @admin.display(description="Failed validations", ordering="failed_validations_count")
+    def failed_validations(self, obj):
+        if not obj.failed_validations_count:
+            return format_html('<span class="vf-muted">{}</span>', 0)
+        split = [(label, getattr(obj, f"failed_{kind}_count")) for kind, label in FAILED_KINDS]
+        detail = ", ".join(f"{label.lower()} {n}" for label, n in split if n)
+        return format_html('<strong>{}</strong> <span class="vf-split">{}</span>', obj.failed_validations_count, detail)
+
+    @admin.display(description="Notes")
+    def notes_excerpt(self, obj):
+        return rendering.excerpt(obj.notes)
+
+    @admin.display(description="Last synced", ordering="last_synced_at")
+    def last_confirmed(self, obj):
+        confirmed = selectors.last_confirmed(obj, obj.covered_at)
+        if confirmed is None:
+            return rendering.EMPTY
+        stale = selectors.is_stale(obj, obj.covered_at)
+        text = format_html("{}", confirmed.strftime("%Y-%m-%d %H:%M"))
+        return (
+            format_html('<span class="vf-stale" title="Not synced for 24 h">{} stale</span>', text) if stale else text
+        )
+
+    # --- detail sections ----------------------------------------------------------------
+
+    def _reference(self, obj, api_key, field):
+        ref_id = getattr(obj, field)
+        name = ((obj.populated or {}).get(api_key) or {}).get("name")
+        if not ref_id:
+            return rendering.EMPTY
+        return format_html("{} <code>{}</code>", name, ref_id) if name else format_html("<code>{}</code>", ref_id)
+
+    @admin.display(description="Project")
+    def project(self, obj):
+        return self._reference(obj, "project", "project_id")
+
+    @admin.display(description="Project flow")
+    def project_flow(self, obj):
+        return self._reference(obj, "projectFlow", "project_flow_id")
+
+    @admin.display(description="At Verifik")
+    def deleted_at_verifik(self, obj):
+        return rendering.tag("Deleted at Verifik", "danger") if obj.deleted else "Present"
+
+    @admin.display(description="Red flag details")
+    def red_flags_table(self, obj):
+        return rendering.value_table(obj.red_flags_details) if obj.red_flags_details is not None else rendering.EMPTY
+
+    def _failed_table(self, obj, kind):
+        return rendering.failed_items_table(getattr(obj, f"failed_{kind}_validations"))
+
+    @admin.display(description="Email")
+    def failed_email_table(self, obj):
+        return self._failed_table(obj, "email")
+
+    @admin.display(description="Phone")
+    def failed_phone_table(self, obj):
+        return self._failed_table(obj, "phone")
+
+    @admin.display(description="Biometric")
+    def failed_biometric_table(self, obj):
+        return self._failed_table(obj, "biometric")
+
+    @admin.display(description="Document")
+    def failed_document_table(self, obj):
+        return self._failed_table(obj, "document")
+
+    @admin.display(description="References")
+    def linked_records(self, obj):
+        rows = []
+        for api_key, field in REFERENCES.items():
+            ref_id = getattr(obj, field)
+            populated = (obj.populated or {}).get(api_key)
+            if ref_id is None and populated is None:
+                continue
+            body = (
+                rendering.value_table(populated)
+                if populated
+                else format_html('<span class="vf-muted">{}</span>', "not populated")
+            )
+            rows.append((api_key, ref_id or "—", body))
+        if not rows:
+            return rendering.EMPTY
+        return format_html(
+            '<table class="vf-table vf-linked"><thead><tr><th>Record</th><th>Id</th>'
+            "<th>What Verifik sent</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", '<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td></tr>', rows),
+        )
+
+    @admin.display(description="Notes")
+    def notes_text(self, obj):
+        return rendering.multiline(obj.notes)
+
+    @admin.display(description="Recent refreshes")
+    def recent_runs(self, obj):
+        runs = selectors.recent_runs_for(obj.verifik_id)
+        if not runs:
+            return format_html('<span class="vf-muted">{}</span>', "No refresh of this registration yet.")
+        rows = (
+            (
+                run_link(run),
+                rendering.badge(run.get_outcome_display(), run.outcome),
+                run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                run.get_trigger_display(),
+                run.user or "—",
+                run.error or "",
+            )
+            for run in runs
+        )
+        return format_html(
+            '<table class="vf-table"><tbody>{}</tbody></table>',
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="Payload")
+    def raw_payload(self, obj):
+        return rendering.pretty_json({"raw": obj.raw, "populated": obj.populated})
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field for _, options in self.fieldsets for field in options["fields"]]
+
+    # --- actions and buttons ----------------------------------------------------------
+
+    @admin.action(description="Refresh from Verifik", permissions=["refresh"])
+    def refresh_from_verifik(self, request, queryset):
+        ids = list(queryset.values_list("verifik_id", flat=True)[:500])
+        results = dispatch.request_refreshes(ids, user_id=request.user.pk)
+        if results and results[0].queued:
+            self.message_user(request, f"Refresh of {len(ids)} registrations queued; see Sync runs for progress.")
+            return
+        failed = [r for r in results if r.failed]
+        self.message_user(request, f"Refreshed {len(results) - len(failed)} of {len(ids)} registrations from Verifik.")
+        for result in failed:
+            self.message_user(request, format_html("{}: {}", run_link(result.run), result.error), messages.ERROR)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("sync/", self.admin_site.admin_view(self.sync_view), name="{}_{}_sync".format(*info)),
+            path(
+                "<path:object_id>/refresh/",
+                self.admin_site.admin_view(self.refresh_view),
+                name="{}_{}_refresh".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _require_refresh(self, request):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_refresh_permission(request):
+            raise PermissionDenied
+        return None
+
+    def refresh_view(self, request, object_id):
+        """POST: refresh this registration from Verifik, then back to its page with the outcome."""
+        refused = self._require_refresh(request)
+        if refused:
+            return refused
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No registration with this id.")
+        result = dispatch.request_refresh(obj.verifik_id, user_id=request.user.pk)
+        self._report(request, result, "Refresh")
+        return HttpResponseRedirect(reverse("admin:registrations_appregistration_change", args=[obj.pk]))
+
+    def sync_view(self, request):
+        """POST: a full sync, queued (or run inline without a broker)."""
+        refused = self._require_refresh(request)
+        if refused:
+            return refused
+        self._report(request, dispatch.request_sync(user_id=request.user.pk), "Sync")
+        return HttpResponseRedirect(reverse("admin:registrations_appregistration_changelist"))
+
+    def _report(self, request, result, what):
+        if result.queued:
+            self.message_user(request, f"{what} queued; a worker will run it shortly. See Sync runs for the outcome.")
+        elif result.failed:
+            self.message_user(
+                request, format_html("{} failed ({}): {}", what, run_link(result.run), result.error), messages.ERROR
+            )
+        elif result.run.outcome == "skipped":
+            self.message_user(
+                request, format_html("{} skipped ({}): {}", what, run_link(result.run), result.error), messages.WARNING
+            )
+        else:
+            run = result.run
+            counts = (
+                f"{run.created} created, {run.updated} updated, {run.unchanged} unchanged, "
+                f"{run.removed} removed upstream"
+            )
+            self.message_user(
+                request, format_html("{} succeeded ({}): {}.", what, run_link(run), counts), messages.SUCCESS
+            )
+
+    # --- views ------------------------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "sync_health": sync_health(request),
+            "can_refresh": self.has_refresh_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if self.get_object(request, unquote(object_id)) is None:
+            raise Http404("No registration with this id.")
+        extra_context = {**(extra_context or {}), "can_refresh": self.has_refresh_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)

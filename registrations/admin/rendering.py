@@ -1,0 +1,119 @@
+"""HTML fragments for the admin. Everything from Verifik goes through format_html, so it is escaped."""
+
+import json
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
+
+from ..models import RegistrationStatus
+
+EMPTY = mark_safe('<span class="vf-muted">—</span>')  # noqa: S308 (constant markup)
+
+STATUS_TONES = {
+    RegistrationStatus.STARTED: "neutral",
+    RegistrationStatus.ONGOING: "info",
+    RegistrationStatus.NEEDS_MANUAL_VERIFICATION: "warning",
+    RegistrationStatus.COMPLETED: "success",
+    RegistrationStatus.COMPLETED_WITHOUT_KYC: "success-alt",
+    RegistrationStatus.FAILED: "danger",
+    RegistrationStatus.EXPIRED: "muted",
+}
+
+
+def status_label(status):
+    try:
+        return RegistrationStatus(status).label
+    except ValueError:
+        return status
+
+
+def badge(text, tone, title=""):
+    return format_html('<span class="vf-badge vf-{}" title="{}">{}</span>', tone, title, text)
+
+
+def status_badge(status):
+    if not status:
+        return EMPTY
+    return badge(status_label(status), STATUS_TONES.get(status, "unknown"), status)
+
+
+def tag(text, tone):
+    return format_html('<span class="vf-tag vf-{}">{}</span>', tone, text)
+
+
+def excerpt(text, length=60):
+    if not text:
+        return EMPTY
+    return format_html('<span title="{}">{}</span>', Truncator(text).chars(400), Truncator(text).chars(length))
+
+
+def multiline(text):
+    if not text:
+        return EMPTY
+    return format_html('<div class="vf-notes">{}</div>', text)
+
+
+def _scalar(value):
+    if value is None:
+        return format_html('<span class="vf-muted">{}</span>', "null")
+    if isinstance(value, bool):
+        return format_html("<code>{}</code>", "true" if value else "false")
+    return format_html("{}", value)
+
+
+def value_table(value, depth=0):
+    """Any JSON value as nested tables: objects as key/value rows, lists as numbered rows."""
+    if depth > 8:
+        return format_html("<code>{}</code>", json.dumps(value, ensure_ascii=False)[:2000])
+    if isinstance(value, dict):
+        if not value:
+            return format_html('<span class="vf-muted">{}</span>', "(empty)")
+        rows = format_html_join(
+            "",
+            '<tr><th scope="row">{}</th><td>{}</td></tr>',
+            ((k, value_table(v, depth + 1)) for k, v in value.items()),
+        )
+        return format_html('<table class="vf-kv">{}</table>', rows)
+    if isinstance(value, list):
+        if not value:
+            return format_html('<span class="vf-muted">{}</span>', "(none)")
+        rows = format_html_join(
+            "",
+            '<tr><th scope="row">{}</th><td>{}</td></tr>',
+            ((i + 1, value_table(v, depth + 1)) for i, v in enumerate(value)),
+        )
+        return format_html('<table class="vf-kv vf-list">{}</table>', rows)
+    return _scalar(value)
+
+
+def failed_items_table(items):
+    """One failed-validation list: ids, and whatever reason and date the items carry."""
+    if items is None:
+        return format_html('<span class="vf-muted">{}</span>', "not sent")
+    if not items:
+        return format_html('<span class="vf-muted">{}</span>', "none")
+    rows = []
+    for item in items:
+        if isinstance(item, dict):
+            details = {k: v for k, v in item.items() if k not in ("_id", "reason", "createdAt")}
+            rows.append(
+                (
+                    item.get("_id", "—"),
+                    item.get("reason") or item.get("failedReason") or "—",
+                    item.get("createdAt", "—"),
+                    value_table(details) if details else "",
+                )
+            )
+        else:
+            rows.append((item, "—", "—", ""))
+    body = format_html_join("", "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+    return format_html(
+        '<table class="vf-table"><thead><tr><th>Id</th><th>Reason</th><th>Date</th><th>Other</th></tr></thead>'
+        "<tbody>{}</tbody></table>",
+        body,
+    )
+
+
+def pretty_json(value):
+    return format_html('<pre class="vf-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))

@@ -1,0 +1,88 @@
+from django.contrib import admin
+from django.utils.html import format_html
+
+from ..models import SyncRun
+from . import rendering
+from .base import ReadOnlyAdmin
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__",
+        "outcome_badge",
+        "kind",
+        "triggered_by",
+        "started_at",
+        "duration_display",
+        "pages",
+        "created",
+        "updated",
+        "unchanged",
+        "failed",
+        "removed",
+        "details",
+        "error_excerpt",
+    ]
+    list_filter = ["outcome", "kind", "trigger"]
+    list_select_related = ["user"]
+    search_fields = ["=verifik_id"]
+    search_help_text = "A registration's Verifik id finds its refreshes."
+    ordering = ["-started_at", "-id"]
+    show_full_result_count = False
+    fields = [
+        "outcome_badge",
+        "kind",
+        "triggered_by",
+        "statuses",
+        "verifik_id",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "pages",
+        "seen",
+        "created",
+        "updated",
+        "unchanged",
+        "failed",
+        "removed",
+        "details",
+        "error",
+        "note",
+        "failures_table",
+    ]
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ["registrations/admin.css"]}
+
+    @admin.display(description="Outcome", ordering="outcome")
+    def outcome_badge(self, obj):
+        return rendering.badge(obj.get_outcome_display(), obj.outcome)
+
+    @admin.display(description="Trigger")
+    def triggered_by(self, obj):
+        return f"{obj.get_trigger_display()} ({obj.user})" if obj.user else obj.get_trigger_display()
+
+    @admin.display(description="Duration")
+    def duration_display(self, obj):
+        if obj.duration is None:
+            return rendering.EMPTY
+        return f"{obj.duration.total_seconds():.1f} s"
+
+    @admin.display(description="Details fetched")
+    def details(self, obj):
+        text = f"{obj.details_fetched}"
+        if obj.details_queued:
+            text += f" of {obj.details_queued} queued"
+        if obj.details_failed:
+            return format_html('{} <span class="vf-stale">({} failed)</span>', text, obj.details_failed)
+        return text
+
+    @admin.display(description="Error")
+    def error_excerpt(self, obj):
+        return rendering.excerpt(obj.error, 80)
+
+    @admin.display(description="Records not stored")
+    def failures_table(self, obj):
+        return rendering.value_table(obj.failures) if obj.failures else rendering.EMPTY

@@ -1,0 +1,111 @@
+"""Read-side queries for the back office, written to stay fast at a million registrations."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.db.models import BooleanField, ExpressionWrapper, Q, Subquery
+from django.utils import timezone
+
+from .models import AppRegistration, SyncRun
+
+STALE_AFTER = timedelta(hours=24)
+LISTING_KINDS = (SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE)
+
+
+def distinct_values(*field_names, limit=200):
+    """Distinct non-null values of indexed columns, by loose index scans, in one query.
+
+    `SELECT DISTINCT` reads every row; each recursive CTE hops from one value
+    to the next through the column's index, one lookup per distinct value.
+    Returns {field name: [values]}.
+    """
+    quote = connection.ops.quote_name
+    table = quote(AppRegistration._meta.db_table)
+    ctes, selects = [], []
+    for n, name in enumerate(field_names):
+        column = quote(AppRegistration._meta.get_field(name).column)
+        first, after = f"SELECT MIN({column}) FROM {table}", f"{column} > v{n}.val"
+        ctes.append(
+            f"v{n}(val) AS ({first} UNION ALL SELECT ({first} WHERE {after}) FROM v{n} WHERE v{n}.val IS NOT NULL)"
+        )
+        selects.append(f"SELECT * FROM (SELECT {n}, val FROM v{n} WHERE val IS NOT NULL LIMIT {int(limit)}) AS s{n}")
+    sql = "WITH RECURSIVE " + ", ".join(ctes) + " " + " UNION ALL ".join(selects)
+    values = {name: [] for name in field_names}
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        for n, value in cursor.fetchall():
+            values[field_names[n]].append(value)
+    return values
+
+
+@dataclass(frozen=True)
+class SyncHealth:
+    last_run: SyncRun | None  # the latest listing sync, whatever its outcome
+    last_full_success: SyncRun | None
+
+    @property
+    def covered_at(self) -> datetime | None:
+        """Every registration still upstream was confirmed current when the last full sync finished."""
+        return self.last_full_success.finished_at if self.last_full_success else None
+
+    @property
+    def last_failed(self):
+        return self.last_run is not None and self.last_run.outcome == SyncRun.Outcome.FAILED
+
+
+def sync_health():
+    """The latest listing sync and the latest successful full sync, in one query."""
+    listing = SyncRun.objects.filter(kind__in=LISTING_KINDS)
+    last_run = listing.exclude(outcome=SyncRun.Outcome.SKIPPED).order_by("-started_at", "-id")
+    last_full = listing.filter(kind=SyncRun.Kind.FULL, outcome=SyncRun.Outcome.SUCCEEDED).order_by("-finished_at")
+    is_last_run = Q(pk=Subquery(last_run.values("pk")[:1]))
+    is_last_full = Q(pk=Subquery(last_full.values("pk")[:1]))
+    runs = list(
+        SyncRun.objects.filter(is_last_run | is_last_full).annotate(
+            is_last_run=ExpressionWrapper(is_last_run, output_field=BooleanField()),
+            is_last_full=ExpressionWrapper(is_last_full, output_field=BooleanField()),
+        )
+    )
+    return SyncHealth(
+        last_run=next((run for run in runs if run.is_last_run), None),
+        last_full_success=next((run for run in runs if run.is_last_full), None),
+    )
+
+
+def last_confirmed(registration, covered_at):
+    """When this registration was last known current: its own last write, or the last full sync that saw it."""
+    candidates = [registration.last_synced_at]
+    if covered_at is not None and registration.removed_upstream_at is None:
+        candidates.append(covered_at)
+    return max((c for c in candidates if c is not None), default=None)
+
+
+def is_stale(registration, covered_at, now=None):
+    confirmed = last_confirmed(registration, covered_at)
+    return confirmed is None or confirmed < (now or timezone.now()) - STALE_AFTER
+
+
+def stale_q(covered_at, now=None):
+    """The rows `is_stale` would flag, as a filter the database can run."""
+    cutoff = (now or timezone.now()) - STALE_AFTER
+    old = Q(last_synced_at__lt=cutoff) | Q(last_synced_at__isnull=True)
+    if covered_at is not None and covered_at >= cutoff:
+        return old & Q(removed_upstream_at__isnull=False)
+    return old
+
+
+def estimated_total():
+    """Postgres' own row estimate for the registrations table; None elsewhere or before the first ANALYZE."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [AppRegistration._meta.db_table]
+        )
+        row = cursor.fetchone()
+    return row[0] if row and row[0] >= 0 else None
+
+
+def recent_runs_for(verifik_id, limit=10):
+    return list(SyncRun.objects.filter(verifik_id=verifik_id).select_related("user").order_by("-started_at")[:limit])
