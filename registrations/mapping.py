@@ -196,26 +196,30 @@ def map_registration(payload) -> MappedRegistration:
     if not is_object_id(verifik_id):
         raise MappingError(f"_id: not a 24-hex-character id: {verifik_id!r:.40}")
     raw, populated = collapse(payload)
-    fields = {"verifik_id": verifik_id.lower()}
-
-    def convert(key, func):
-        try:
-            return func(payload.get(key))
-        except MappingError as exc:
-            raise MappingError(f"{key}: {exc}") from None
-
-    for key, field in REFERENCES.items():
-        fields[field] = convert(key, lambda v: _reference(v)[0])
-    for key, field in TEXT.items():
-        fields[field] = convert(key, _text)
-    for key, field in FAILED_LISTS.items():
-        fields[field] = convert(key, _list)
-    for key, field in TIMESTAMPS.items():
-        fields[field] = convert(key, parse_timestamp)
-    fields["version"] = convert("__v", _integer)
-    fields["red_flags"] = convert("redFlags", _integer)
-    fields["deleted"] = convert("deleted", _boolean)
-    fields["red_flags_details"] = payload.get("redFlagsDetails")
+    get = payload.get
+    fields = {"verifik_id": verifik_id.lower(), "red_flags_details": get("redFlagsDetails")}
+    key = None
+    try:
+        for key, field in REFERENCES.items():
+            value = get(key)
+            fields[field] = (
+                value if value is None or (type(value) is str and OBJECT_ID.fullmatch(value)) else _reference(value)[0]
+            )
+        for key, field in TEXT.items():
+            value = get(key)
+            fields[field] = value if value is None or type(value) is str else _text(value)
+        for key, field in FAILED_LISTS.items():
+            fields[field] = _list(get(key))
+        for key, field in TIMESTAMPS.items():
+            fields[field] = parse_timestamp(get(key))
+        key = "__v"
+        fields["version"] = _integer(get(key))
+        key = "redFlags"
+        fields["red_flags"] = _integer(get(key))
+        key = "deleted"
+        fields["deleted"] = _boolean(get(key))
+    except MappingError as exc:
+        raise MappingError(f"{key}: {exc}") from None
     for list_field, count_field in FAILED_COUNTS.items():
         fields[count_field] = len(fields[list_field] or ())
     fields["failed_validations_count"] = sum(fields[count] for count in FAILED_COUNTS.values())
@@ -223,6 +227,10 @@ def map_registration(payload) -> MappedRegistration:
 
 
 def payload_hash(payload) -> str:
-    """A stable fingerprint of a payload, to tell an unchanged listing item without reading its row."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """A fingerprint of a payload, to tell an unchanged listing item without reading its row.
+
+    Keys are not sorted: Verifik serialises a stored document the same way
+    each time, and a reordering would only cost one redundant write.
+    """
+    canonical = json.dumps(payload, separators=(",", ":"), default=str)
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()

@@ -314,6 +314,8 @@ class SimulatedVerifik:
             return 429, body, {"Retry-After": f"{f.retry_after:g}"}, None
         if number <= f.fail_first or (f.error_every and number % f.error_every == 0):
             return f.error_status, b"<html><body>Service Unavailable</body></html>", {"Content-Type": "text/html"}, None
+        if path.startswith("/_simulator/"):
+            return self._control(method, path, parse_qs(query))
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"code": "Unauthorized", "message": "401:Unauthorized"}, {}, None
         if method != "GET":
@@ -331,6 +333,38 @@ class SimulatedVerifik:
                 params, populates, short=bool(f.short_page_every and number % f.short_page_every == 0)
             )
         return status, body, {}, "truncate" if truncate and status == 200 else None
+
+    def mutate(self, fraction, seed=0):
+        """Change `fraction` of the registrations (status and notes), as a busy day at Verifik would."""
+        rng = random.Random(seed)
+        with self.lock:
+            chosen = rng.sample(range(len(self.records)), round(len(self.records) * fraction))
+            ids = [self.records[i]["_id"] for i in chosen]
+        for n, registration_id in enumerate(ids):
+            self.update(registration_id, status="NEEDS_MANUAL_VERIFICATION", notes=f"Changed upstream ({seed}/{n})")
+        return ids
+
+    def stats(self):
+        return {
+            "requests": self.request_count,
+            "list_requests": self.list_requests,
+            "detail_requests": self.detail_requests,
+            "registrations": len(self.records),
+        }
+
+    def _control(self, method, path, params):
+        """Unauthenticated controls for benchmarks and demos: /_simulator/stats, /_simulator/mutate?fraction=."""
+        if path == "/_simulator/stats":
+            return 200, self.stats(), {}, None
+        if path == "/_simulator/mutate" and method == "POST":
+            ids = self.mutate(float(params.get("fraction", ["0.01"])[0]), int(params.get("seed", ["0"])[0]))
+            return 200, {"changed": len(ids)}, {}, None
+        if path == "/_simulator/reset-stats" and method == "POST":
+            with self.lock:
+                self.request_count = self.list_requests = self.detail_requests = 0
+                self.detail_ids = []
+            return 200, self.stats(), {}, None
+        return 404, {"code": "NotFound", "message": "404:NotFound"}, {}, None
 
     def _detail(self, registration_id, populates):
         with self.lock:

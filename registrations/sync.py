@@ -6,11 +6,14 @@ not written at all, and the upsert's WHERE clause keeps an older Verifik
 version from overwriting a newer one even when a refresh races the sync.
 """
 
+import json
 import logging
 import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -27,6 +30,7 @@ SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id shared by every listing sync
 MAX_FAILURE_SAMPLES = 50
 SHORT_PAGE_RETRIES = 3
 DETAIL_BATCH = 500
+PROGRESS_EVERY = 1.0  # seconds between SyncRun progress saves
 
 
 class SyncFailed(Exception):
@@ -56,45 +60,56 @@ _COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "details
 _COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at"]
 
 
-def _adapters():
-    """Per column, the Django conversion its values need (None when the driver takes them as they are)."""
-    adapters = []
-    for name in _COLUMNS:
-        model_field = AppRegistration._meta.get_field(name)
-        needs = model_field.get_internal_type() in ("JSONField", "DateTimeField")
-        adapters.append(model_field if needs else None)
-    return adapters
+_JSON_COLUMNS = frozenset(c for c in _COLUMNS if AppRegistration._meta.get_field(c).get_internal_type() == "JSONField")
+_STAGE = "registrations_upsert_stage"
 
 
 def _upsert(rows, keep_listing_hash=False):
     """INSERT ... ON CONFLICT (verifik_id) DO UPDATE for many rows, in one statement.
 
-    Runs on Postgres and SQLite alike. The WHERE clause is the guard against
-    older data: a row whose stored updated_at is newer is left as it is.
+    The WHERE clause is the guard against older data: a row whose stored
+    updated_at is newer is left as it is. On Postgres the rows arrive by COPY
+    into a session temp table (a huge VALUES list costs more to send and parse
+    than the insert itself); elsewhere they are one multi-row VALUES.
     """
     if not rows:
         return
-    table = connection.ops.quote_name(AppRegistration._meta.db_table)
     quote = connection.ops.quote_name
+    table = quote(AppRegistration._meta.db_table)
+    columns = ", ".join(quote(c) for c in _COLUMNS)
     skip = set(_INSERT_ONLY) | ({"listing_hash"} if keep_listing_hash else set())
     updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in _COLUMNS if c not in skip)
-    placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-    adapters = _adapters()
-    params = []
-    for row in rows:
-        for name, adapter in zip(_COLUMNS, adapters, strict=False):
-            value = row[name]
-            params.append(adapter.get_db_prep_save(value, connection) if adapter and value is not None else value)
-    # Only quoted column names are interpolated; every value is a parameter.
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
-        + ", ".join([placeholders] * len(rows))
-        + f" ON CONFLICT ({quote('verifik_id')}) DO UPDATE SET {updates}"
-        + f" WHERE {table}.{quote('updated_at')} IS NULL OR EXCLUDED.{quote('updated_at')} IS NULL"
-        + f" OR {table}.{quote('updated_at')} <= EXCLUDED.{quote('updated_at')}"
+    updated_at = quote("updated_at")
+    on_conflict = (
+        f"ON CONFLICT ({quote('verifik_id')}) DO UPDATE SET {updates} WHERE {table}.{updated_at} IS NULL "
+        f"OR EXCLUDED.{updated_at} IS NULL OR {table}.{updated_at} <= EXCLUDED.{updated_at}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if connection.vendor == "postgresql":
+            stage = f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} AS SELECT {columns} FROM {table} WITH NO DATA"  # noqa: S608
+            cursor.execute(stage)
+            cursor.execute(f"TRUNCATE {_STAGE}")
+            with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} {on_conflict}")  # noqa: S608
+        else:
+            params = [_prepared(row, c) for row in rows for c in _COLUMNS]
+            values = ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * len(rows))
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values} {on_conflict}", params)  # noqa: S608
+
+
+def _json(value):
+    return None if value is None else json.dumps(value)
+
+
+def _prepared(row, column):
+    value = row[column]
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS or isinstance(value, datetime):
+        return AppRegistration._meta.get_field(column).get_db_prep_save(value, connection)
+    return value
 
 
 def _row(mapped, *, now, listing_hash="", details_pending=True):
@@ -130,43 +145,56 @@ class PageResult:
     updated: int = 0
     unchanged: int = 0
     duplicates: int = 0
+    unidentified: int = 0  # items without a usable _id: they cannot count as seen
     failures: list = field(default_factory=list)
 
 
 def store_page(items, seen):
-    """Store one listing page atomically; `seen` collects ids across the walk to drop repeats."""
+    """Store one listing page atomically; `seen` collects ids across the walk to drop repeats.
+
+    An item whose fingerprint matches its stored row is skipped before it is
+    even mapped: a no-change re-sync costs one narrow query per page.
+    """
     result = PageResult()
     batch = []
     for item in items:
-        try:
-            mapped = mapping.map_registration(item)
-        except mapping.MappingError as exc:
-            item_id = item.get("_id") if isinstance(item, dict) else None
-            result.failures.append({"id": str(item_id)[:40] if item_id is not None else None, "reason": str(exc)})
+        item_id = item.get("_id") if isinstance(item, dict) else None
+        if not mapping.is_object_id(item_id):
+            result.unidentified += 1
+            result.failures.append(
+                {"id": str(item_id)[:40] if item_id is not None else None, "reason": "_id: not a 24-hex-character id"}
+            )
             continue
-        if mapped.verifik_id in seen:
+        verifik_id = item_id.lower()
+        if verifik_id in seen:
             result.duplicates += 1
             continue
-        seen.add(mapped.verifik_id)
-        batch.append((mapped, mapping.payload_hash(item)))
+        seen.add(verifik_id)
+        batch.append((verifik_id, item, mapping.payload_hash(item)))
     if not batch:
         return result
     now = timezone.now()
     with transaction.atomic():
         existing = {
             row["verifik_id"]: row
-            for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in batch]).values(
+            for row in AppRegistration.objects.filter(verifik_id__in=[verifik_id for verifik_id, _, _ in batch]).values(
                 "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
             )
         }
         new, changed = [], []
-        for mapped, digest in batch:
-            stored = existing.get(mapped.verifik_id)
+        for verifik_id, item, digest in batch:
+            stored = existing.get(verifik_id)
+            if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
+                result.unchanged += 1
+                continue
+            try:
+                mapped = mapping.map_registration(item)
+            except mapping.MappingError as exc:
+                result.failures.append({"id": verifik_id, "reason": str(exc)})
+                continue
             if stored is None:
                 new.append((mapped, digest))
-            elif stored["removed_upstream_at"] is None and (
-                stored["listing_hash"] == digest or _is_older(mapped, stored["updated_at"])
-            ):
+            elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
                 result.unchanged += 1
             else:
                 changed.append((mapped, digest))
@@ -270,6 +298,8 @@ class _Walk:
         self.seen = set()
         self.totals = []
         self.short_pages = 0
+        self.unidentified = 0
+        self.saved_at = 0.0
 
     def fetch(self, number):
         page = self.client.list_page(number, self.limit, statuses=self.statuses)
@@ -289,25 +319,40 @@ class _Walk:
         run = self.run
         run.pages += 1
         run.seen += len(page.items) - result.duplicates - len(result.failures)
+        self.unidentified += result.unidentified
         run.created += result.created
         run.updated += result.updated
         run.unchanged += result.unchanged
         run.failed += len(result.failures)
         room = MAX_FAILURE_SAMPLES - len(run.failures)
         run.failures.extend(result.failures[: max(room, 0)])
-        run.save(update_fields=["pages", "seen", "created", "updated", "unchanged", "failed", "failures"])
+        if time.monotonic() - self.saved_at >= PROGRESS_EVERY:
+            self.save_progress()
         return result
 
+    def save_progress(self):
+        """Counts reach the SyncRun at most once a second, and at the end of each pass."""
+        self.run.save(update_fields=["pages", "seen", "created", "updated", "unchanged", "failed", "failures"])
+        self.saved_at = time.monotonic()
+
+    def _numbered(self, number):
+        if self.before_page:
+            self.before_page(number)
+        return number, self.fetch(number)
+
     def run_pass(self):
-        number = 1
-        while True:
-            if self.before_page:
-                self.before_page(number)
-            page = self.fetch(number)
-            self.store(page)
-            if number >= page.pages or not page.items:
-                break
-            number += 1
+        # Requests stay one at a time, in order; the next page is fetched while
+        # this one is written, so the API and the database work side by side.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifik-prefetch") as prefetch:
+            ahead = prefetch.submit(self._numbered, 1)
+            while True:
+                number, page = ahead.result()
+                last = number >= page.pages or not page.items
+                if not last:
+                    ahead = prefetch.submit(self._numbered, number + 1)
+                self.store(page)
+                if last:
+                    break
         # Newest first: registrations created while we walked landed on the
         # leading pages. Re-read them until a page holds nothing new.
         number = 1
@@ -317,12 +362,13 @@ class _Walk:
             if result.created + result.updated + result.unchanged == 0 or number >= page.pages:
                 break
             number += 1
+        self.save_progress()
 
     @property
     def complete(self):
         """True when every registration upstream was seen: the listing neither shrank nor skipped."""
         shrank = any(later < earlier for earlier, later in zip(self.totals, self.totals[1:], strict=False))
-        return not shrank and not self.short_pages and len(self.seen) + self.run.failed >= self.totals[-1]
+        return not shrank and not self.short_pages and len(self.seen) + self.unidentified >= self.totals[-1]
 
 
 def run_sync(

@@ -143,6 +143,7 @@ def test_merge_keeps_absent_keys_and_drops_objects_of_changed_references():
     assert populated == {"project": {"_id": PROJECT, "name": "Acme"}}
 
 
-def test_payload_hash_ignores_key_order_but_not_values():
-    assert payload_hash({"a": 1, "b": [1, 2]}) == payload_hash({"b": [1, 2], "a": 1})
-    assert payload_hash({"a": 1}) != payload_hash({"a": 2})
+def test_payload_hash_is_stable_and_sees_every_value():
+    assert payload_hash({"a": 1, "b": [1, 2]}) == payload_hash({"a": 1, "b": [1, 2]})
+    assert payload_hash({"a": 1, "b": [1, 2]}) != payload_hash({"a": 1, "b": [1, 3]})
+    assert payload_hash({"a": {"n": None}}) != payload_hash({"a": {}})

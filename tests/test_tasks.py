@@ -143,13 +143,13 @@ def test_two_syncs_at_once_run_one(verifik, broker, workers):
 
 
 def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(verifik, broker, workers):
-    account = verifik(count=100, faults=Faults(latency=0.05))
+    account = verifik(count=300, faults=Faults(latency=0.05))
     first = workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
     send(broker, "sync_registrations", trigger="user")
-    wait_until(lambda: SyncRun.objects.filter(outcome="running", pages__gte=2).exists(), 60, "the sync to be half-way")
+    wait_until(lambda: AppRegistration.objects.count() >= 20, 60, "the sync to be under way")
     kill(first)
     killed = SyncRun.objects.get()
-    assert killed.outcome == "running" and 0 < AppRegistration.objects.count() < 100
+    assert killed.outcome == "running" and 0 < AppRegistration.objects.count() < 300
     wait_until(lambda: lock_is_free(), 30, "Postgres to free the dead worker's lock")
 
     workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
@@ -157,7 +157,7 @@ def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(veri
     wait_until(lambda: SyncRun.objects.filter(outcome="succeeded").exists(), 60, "the second sync")
     killed.refresh_from_db()
     assert killed.outcome == "failed" and "stopped before it finished" in killed.error
-    assert AppRegistration.objects.count() == 100
+    assert AppRegistration.objects.count() == 300
     assert_mirrors(account)
 
 
