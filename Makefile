@@ -67,5 +67,14 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A verifik_admin beat --loglevel INFO
 
+BENCH_STAMP := $(VENV)/.bench-$(shell cksum < requirements-bench.txt | cut -d' ' -f1)
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(VENV)/bin/pip install --quiet -r requirements-bench.txt
+	touch $@
+
+# Benchmarks (docs/BENCHMARKS.md): Postgres and Redis on localhost; BENCH_ARGS=--quick for a smoke run.
+bench: install check-postgres $(BENCH_STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) db.sqlite3* test-artifacts .pytest_cache

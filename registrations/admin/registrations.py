@@ -129,7 +129,8 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         covered_at = sync_health(request).covered_at
-        return super().get_queryset(request).annotate(covered_at=Value(covered_at, output_field=DateTimeField()))
+        queryset = super().get_queryset(request).with_range_dates()
+        return queryset.annotate(covered_at=Value(covered_at, output_field=DateTimeField()))
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

@@ -1,0 +1,92 @@
+"""Scenario 6: the admin at a large account, against a stock ModelAdmin on the same data."""
+
+import statistics
+import time
+
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+
+from registrations.models import AppRegistration
+
+from .generate import generate
+
+TABLE = "registrations_appregistration"
+
+
+def views():
+    """(name, our URL, stock URL) for every view the targets name."""
+    sample = AppRegistration.objects.order_by("-failed_validations_count").first()
+    month = AppRegistration.objects.order_by("created_at").values_list("created_at", flat=True)[
+        AppRegistration.objects.count() // 2
+    ]
+    email_fragment = "person12345@"
+    ours, stock = "/admin/registrations/appregistration/", "/stock/registrations/appregistration/"
+    return [
+        ("default list", ours, stock),
+        ("status = FAILED", ours + "?status=FAILED", stock + "?status__exact=FAILED"),
+        ("red flags >= 1", ours + "?red_flags=1", stock + "?red_flags__gte=1"),
+        ("failed document validations", ours + "?failed=document", stock + "?failed_document_count__gt=0"),
+        ("status + red flags", ours + "?status=FAILED&red_flags=1", stock + "?status__exact=FAILED&red_flags__gte=1"),
+        (
+            "date hierarchy month",
+            ours + f"?created_at__year={month.year}&created_at__month={month.month}",
+            stock + f"?created_at__year={month.year}&created_at__month={month.month}",
+        ),
+        ("search email fragment", ours + f"?q={email_fragment}", stock + f"?q={email_fragment}"),
+        ("search exact id", ours + f"?q={sample.verifik_id}", stock + f"?q={sample.verifik_id}"),
+        ("sort by red flags", ours + "?o=-6", stock + "?o=-6"),  # column 0 is the action checkbox
+        ("detail, many failed validations", ours + f"{sample.pk}/change/", stock + f"{sample.pk}/change/"),
+    ]
+
+
+def measure(client, url, reps):
+    client.get(url)  # warm caches and connections
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        response = client.get(url)
+        samples.append(time.perf_counter() - start)
+        assert response.status_code == 200, (url, response.status_code)
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    return statistics.median(samples), list(queries.captured_queries)
+
+
+def seq_scans(sql):
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    return f"Seq Scan on {TABLE}" in plan, plan
+
+
+def admin_at_scale(count, reps, stock_reps):
+    generate_seconds = None
+    if AppRegistration.objects.count() != count:
+        generate_seconds = generate(count)
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", password="bench")
+    client = Client()
+    client.force_login(user)
+    rows = []
+    with override_settings(ROOT_URLCONF="bench.urls", DEBUG=False):
+        for name, ours, stock in views():
+            ours_median, ours_queries = measure(client, ours, reps)
+            stock_median, stock_queries = measure(client, stock, stock_reps)
+            slowest = max(ours_queries, key=lambda q: float(q["time"]))
+            scans = [q["sql"] for q in ours_queries if seq_scans(q["sql"])[0]]
+            rows.append(
+                {
+                    "view": name,
+                    "ms": ours_median * 1000,
+                    "queries": len(ours_queries),
+                    "stock_ms": stock_median * 1000,
+                    "stock_queries": len(stock_queries),
+                    "speedup": stock_median / ours_median,
+                    "full_scans": len(scans),
+                    "slowest_sql": slowest["sql"],
+                }
+            )
+    for row in sorted(rows, key=lambda r: r["ms"], reverse=True)[:3]:
+        row["plan"] = seq_scans(row["slowest_sql"])[1]
+    return {"count": count, "generate_seconds": generate_seconds, "views": rows}

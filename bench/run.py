@@ -1,0 +1,200 @@
+"""`make bench`: every scenario, printed as tables and saved to bench/results/latest.json.
+
+python -m bench.run            full sizes (100,000 registrations synced, 1,000,000 in the admin)
+python -m bench.run --quick    small sizes, a smoke run that keeps the scripts working
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+
+from .harness import RESULTS, configure, print_table
+
+SIZES = {
+    "quick": {
+        "count": 2_000,
+        "naive_rows": 300,
+        "reps": 1,
+        "memory": (500, 2_000),
+        "details": 200,
+        "admin": 20_000,
+        "admin_reps": 3,
+    },
+    "full": {
+        "count": 100_000,
+        "naive_rows": 10_000,
+        "reps": 3,
+        "memory": (10_000, 100_000),
+        "details": 2_000,
+        "admin": 1_000_000,
+        "admin_reps": 7,
+    },
+}
+
+
+def ensure_database():
+    import psycopg
+
+    url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/verifik_bench")
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def machine():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgres = cursor.fetchone()[0]
+    with open("/proc/meminfo") as meminfo:
+        memory_kb = int(meminfo.read().split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "postgres": postgres,
+        "python": platform.python_version(),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", nargs="*", choices=["sync", "memory", "details", "admin"], help="run only these")
+    args = parser.parse_args()
+    size = SIZES["quick" if args.quick else "full"]
+    ensure_database()
+    configure()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from . import admin_scenarios, sync_scenarios
+
+    only = set(args.only or ["sync", "memory", "details", "admin"])
+    results = {
+        "started": datetime.now(UTC).isoformat(),
+        "size": "quick" if args.quick else "full",
+        "machine": machine(),
+        "sizes": size,
+    }
+    if "sync" in only:
+        results["sync"] = sync_scenarios.cold_sync(size["count"], size["naive_rows"], size["reps"])
+        report_sync(results["sync"])
+    if "memory" in only:
+        results["memory"] = sync_scenarios.memory(*size["memory"])
+        m = results["memory"]
+        print_table(
+            "4. Peak RSS of a cold sync",
+            ["registrations", "peak RSS (MB)"],
+            [[k, f"{v / 1024:.0f}"] for k, v in m["peak_rss_kb"].items()],
+        )
+        print(f"   ratio {m['ratio']:.2f} (target <= 1.2)")
+    if "details" in only:
+        setups = [(1, "1000/s"), (4, "1000/s"), (8, "1000/s"), (4, "10/s" if not args.quick else "50/s")]
+        results["details"] = sync_scenarios.detail_fetches(size["details"], 0.02, setups)
+        d = results["details"]
+        print_table(
+            f"5. Detail fetches, {d['count']} registrations, 20 ms per request",
+            ["mode", "per second", "seconds"],
+            [[r["mode"], f"{r['rate']:.0f}", f"{r['seconds']:.1f}"] for r in d["runs"]],
+        )
+    if "admin" in only:
+        results["admin"] = admin_scenarios.admin_at_scale(
+            size["admin"], size["admin_reps"], max(3, size["admin_reps"] // 2)
+        )
+        report_admin(results["admin"])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwritten to {RESULTS / 'latest.json'}")
+
+
+def report_sync(s):
+    rows = [
+        [
+            name,
+            f"{s[name]['median']:.2f}",
+            f"{s[name]['min']:.2f}..{s[name]['max']:.2f}",
+            f"{s['count'] / s[name]['median']:.0f}",
+        ]
+        for name in ("product", "naive", "floor", "dlt")
+        if name in s
+    ]
+    print_table(
+        f"1. Cold full sync, {s['count']} registrations, list path "
+        f"(naive measured on {s['naive_rows_measured']} and scaled)",
+        ["contender", "median s", "spread", "rows/s"],
+        rows,
+    )
+    r = s["ratios"]
+    print(
+        f"   naive/product {r['naive_over_product']:.1f}x (target >= 10), "
+        f"product/floor {r['product_over_floor']:.2f}x (target <= 2)"
+        + (
+            f", dlt/product {r['dlt_over_product']:.1f}x (target > 1)"
+            if "dlt_over_product" in r
+            else ", dlt not installed"
+        )
+    )
+    z = s["resync"]
+    print_table(
+        "2. No-change re-sync",
+        ["median s", "rows inserted", "rows updated", "faster than cold"],
+        [[f"{z['median']:.2f}", z["rows_inserted"], z["rows_updated"], f"{z['speedup_over_cold']:.1f}x (target >= 3)"]],
+    )
+    c = s["changed"]
+    off, on = c["details_off"], c["details_on"]
+    print_table(
+        "3. 1% changed upstream",
+        ["details", "changed", "rows written", "tuples ins/upd", "detail requests", "seconds"],
+        [
+            [
+                "off",
+                off["changed_upstream"],
+                off["distinct_rows_written"],
+                f"{off['rows_inserted']}/{off['rows_updated']}",
+                "-",
+                f"{off['seconds']:.2f}",
+            ],
+            [
+                "on",
+                on["changed_upstream"],
+                on["distinct_rows_written"],
+                "-",
+                on["detail_requests"],
+                f"{on['seconds']:.2f}",
+            ],
+        ],
+    )
+
+
+def report_admin(a):
+    rows = [
+        [
+            v["view"],
+            f"{v['ms']:.0f}",
+            v["queries"],
+            f"{v['stock_ms']:.0f}",
+            v["stock_queries"],
+            f"{v['speedup']:.1f}x",
+            v["full_scans"],
+        ]
+        for v in a["views"]
+    ]
+    print_table(
+        f"6. Admin at {a['count']} registrations (median server time)",
+        ["view", "ms", "queries", "stock ms", "stock queries", "faster", "full scans"],
+        rows,
+    )
+    for v in sorted(a["views"], key=lambda v: v["ms"], reverse=True)[:3]:
+        print(
+            f"\n   EXPLAIN, slowest query of '{v['view']}':\n"
+            + "\n".join("     " + line for line in v["plan"].splitlines())
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
