@@ -234,3 +234,41 @@ def payload_hash(payload) -> str:
     """
     canonical = json.dumps(payload, separators=(",", ":"), default=str)
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def _without(value, redact):
+    if isinstance(value, dict):
+        return {k: _without(v, redact) for k, v in value.items() if k not in redact}
+    if isinstance(value, list):
+        return [_without(v, redact) for v in value]
+    return value
+
+
+def sanitize(raw, populated, redact=(), max_part_bytes=None):
+    """What may be stored of a payload: `redact` keys dropped at any depth, oversized parts replaced.
+
+    A part is one top-level value of `raw` or one populated object; a part whose
+    JSON exceeds `max_part_bytes` becomes a marker saying what was left out.
+    Returns (raw, populated, number of parts replaced).
+    """
+    redact = frozenset(redact)
+    if redact:
+        raw, populated = _without(raw, redact), _without(populated, redact)
+    if not max_part_bytes:
+        return raw, populated, 0
+    oversized = 0
+
+    def capped(value):
+        nonlocal oversized
+        if isinstance(value, str | int | float | bool) or value is None:
+            size = len(value) if isinstance(value, str) else 0
+        else:
+            size = len(json.dumps(value, separators=(",", ":"), default=str))
+        if size <= max_part_bytes:
+            return value
+        oversized += 1
+        return {"_omitted": "larger than VERIFIK_RAW_MAX_PART_BYTES", "bytes": size}
+
+    raw = {k: capped(v) for k, v in raw.items()}
+    populated = {k: capped(v) for k, v in populated.items()}
+    return raw, populated, oversized

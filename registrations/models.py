@@ -74,11 +74,14 @@ def _truncate(moment, kind):
 
 
 def _next_period(moment, kind):
-    if kind == "day":
-        return moment + timedelta(days=1)
-    if kind == "month":
-        return moment.replace(year=moment.year + moment.month // 12, month=moment.month % 12 + 1)
-    return moment.replace(year=moment.year + 1)
+    try:
+        if kind == "day":
+            return moment + timedelta(days=1)
+        if kind == "month":
+            return moment.replace(year=moment.year + moment.month // 12, month=moment.month % 12 + 1)
+        return moment.replace(year=moment.year + 1)
+    except (OverflowError, ValueError):  # past year 9999: nothing further to list
+        return moment.replace(year=9999, month=12, day=31, hour=23, minute=59, second=59)
 
 
 def _ref(api_key):
@@ -222,6 +225,9 @@ class SyncRun(models.Model):
     failed = models.IntegerField(default=0)
     removed = models.IntegerField(default=0)
     details_fetched = models.IntegerField(default=0)
+    oversized = models.IntegerField(
+        default=0, help_text="Payload parts replaced by a marker (VERIFIK_RAW_MAX_PART_BYTES)."
+    )
     details_queued = models.IntegerField(default=0, help_text="Detail fetches handed to workers.")
     details_failed = models.IntegerField(default=0)
     failures = models.JSONField(default=list, blank=True, help_text="A sample of records that could not be stored.")
@@ -243,3 +249,30 @@ class SyncRun(models.Model):
         if self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class WebhookDelivery(models.Model):
+    """One POST from Verifik. Deliveries are unauthenticated hints: they only ever trigger a refresh."""
+
+    class Outcome(models.TextChoices):
+        QUEUED = "queued", "Refresh queued"
+        REFRESHED = "refreshed", "Refreshed"
+        COLLAPSED = "collapsed", "Collapsed into a recent refresh"
+        IGNORED = "ignored", "Ignored (event type)"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Refresh failed"
+
+    received_at = models.DateTimeField(auto_now_add=True)
+    event_type = models.CharField(max_length=200, blank=True, default="")
+    verifik_id = models.CharField("Verifik id", max_length=24, null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    detail = models.TextField(blank=True, default="")
+    sync_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["verifik_id", "-received_at"], name="webhook_registration_idx")]
+
+    def __str__(self):
+        return f"{self.event_type or 'delivery'} #{self.pk}"

@@ -222,6 +222,8 @@ class Faults:
     drop_every: int = 0
     truncate_every: int = 0
     short_page_every: int = 0
+    slow_every: int = 0
+    slow_seconds: float = 2.0
     latency: float = 0.0
 
 
@@ -307,6 +309,8 @@ class SimulatedVerifik:
         f = self.faults
         if f.latency:
             time.sleep(f.latency)
+        if f.slow_every and number % f.slow_every == 0:
+            time.sleep(f.slow_seconds)  # long enough to trip a client's read timeout
         if f.drop_every and number % f.drop_every == 0:
             return None, None, {}, "drop"
         if f.rate_limit_every and number % f.rate_limit_every == 0:
@@ -352,6 +356,11 @@ class SimulatedVerifik:
             "registrations": len(self.records),
         }
 
+    def reset_stats(self):
+        with self.lock:
+            self.request_count = self.list_requests = self.detail_requests = 0
+            self.detail_ids = []
+
     def _control(self, method, path, params):
         """Unauthenticated controls for benchmarks and demos: /_simulator/stats, /_simulator/mutate?fraction=."""
         if path == "/_simulator/stats":
@@ -360,9 +369,7 @@ class SimulatedVerifik:
             ids = self.mutate(float(params.get("fraction", ["0.01"])[0]), int(params.get("seed", ["0"])[0]))
             return 200, {"changed": len(ids)}, {}, None
         if path == "/_simulator/reset-stats" and method == "POST":
-            with self.lock:
-                self.request_count = self.list_requests = self.detail_requests = 0
-                self.detail_ids = []
+            self.reset_stats()
             return 200, self.stats(), {}, None
         return 404, {"code": "NotFound", "message": "404:NotFound"}, {}, None
 

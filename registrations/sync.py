@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -113,16 +113,25 @@ def _prepared(row, column):
 
 
 def _row(mapped, *, now, listing_hash="", details_pending=True):
+    raw, populated, oversized = _stored_parts(mapped)
     return {
+        "oversized_parts": oversized,
         **mapped.fields,
-        "raw": mapped.raw,
-        "populated": mapped.populated,
+        "raw": raw,
+        "populated": populated,
         "listing_hash": listing_hash,
         "details_pending": details_pending,
         "first_synced_at": now,
         "last_synced_at": now,
         "removed_upstream_at": None,
     }
+
+
+def _stored_parts(mapped):
+    """raw and populated as they may be stored: redacted and size-capped per settings."""
+    return mapping.sanitize(
+        mapped.raw, mapped.populated, settings.VERIFIK_RAW_REDACT, settings.VERIFIK_RAW_MAX_PART_BYTES
+    )
 
 
 def _merged(mapped, stored):
@@ -146,6 +155,7 @@ class PageResult:
     unchanged: int = 0
     duplicates: int = 0
     unidentified: int = 0  # items without a usable _id: they cannot count as seen
+    oversized: int = 0  # payload parts replaced by a marker
     failures: list = field(default_factory=list)
 
 
@@ -210,6 +220,7 @@ def store_page(items, seen):
         rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
         _upsert(rows)
     result.created, result.updated = len(new), len(changed)
+    result.oversized = sum(row["oversized_parts"] for row in rows)
     return result
 
 
@@ -269,8 +280,11 @@ def listing_lock():
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])
+            except DatabaseError:
+                pass  # the lock died with its connection
 
 
 def _finish(run, outcome, error="", counters=()):
@@ -278,7 +292,13 @@ def _finish(run, outcome, error="", counters=()):
     run.outcome = outcome
     run.error = error
     run.finished_at = timezone.now()
-    run.save(update_fields=["outcome", "error", "note", "finished_at", *counters])
+    fields = ["outcome", "error", "note", "finished_at", *counters]
+    try:
+        run.save(update_fields=fields)
+    except DatabaseError:
+        # The connection died under us (database restarted, backend killed): record it on a fresh one.
+        connection.close()
+        run.save(update_fields=fields)
     return run
 
 
@@ -324,6 +344,7 @@ class _Walk:
         run.updated += result.updated
         run.unchanged += result.unchanged
         run.failed += len(result.failures)
+        run.oversized += result.oversized
         room = MAX_FAILURE_SAMPLES - len(run.failures)
         run.failures.extend(result.failures[: max(room, 0)])
         if time.monotonic() - self.saved_at >= PROGRESS_EVERY:
@@ -332,7 +353,9 @@ class _Walk:
 
     def save_progress(self):
         """Counts reach the SyncRun at most once a second, and at the end of each pass."""
-        self.run.save(update_fields=["pages", "seen", "created", "updated", "unchanged", "failed", "failures"])
+        self.run.save(
+            update_fields=["pages", "seen", "created", "updated", "unchanged", "failed", "failures", "oversized"]
+        )
         self.saved_at = time.monotonic()
 
     def _numbered(self, number):

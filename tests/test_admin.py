@@ -68,8 +68,13 @@ def ids(**filters):
 
 def test_migrations_create_the_reviewer_and_operator_groups():
     perms = {g.name: set(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()}
-    assert perms["Registration reviewers"] == {"view_appregistration", "view_syncrun"}
-    assert perms["Registration operators"] == {"view_appregistration", "view_syncrun", "refresh_appregistration"}
+    assert perms["Registration reviewers"] == {"view_appregistration", "view_syncrun", "view_webhookdelivery"}
+    assert perms["Registration operators"] == {
+        "view_appregistration",
+        "view_syncrun",
+        "view_webhookdelivery",
+        "refresh_appregistration",
+    }
     assert Permission.objects.get(codename="refresh_appregistration").name == "Can refresh from Verifik"
 
 

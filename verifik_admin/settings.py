@@ -33,6 +33,18 @@ else:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
+# HTTPS hardening, on by default in production; `check --deploy` is clean with these.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
+if env.bool("DJANGO_BEHIND_PROXY", default=False):  # trust X-Forwarded-Proto from the TLS-terminating proxy
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]  # preload is an opt-in commitment
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -46,6 +58,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "verifik_admin.middleware.RejectNulBytesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -141,6 +154,13 @@ if not 1 <= VERIFIK_PAGE_SIZE <= 100:
 VERIFIK_POPULATES = env.list("VERIFIK_POPULATES", default=VERIFIK_ALL_POPULATES)
 VERIFIK_SYNC_DETAILS = env.bool("VERIFIK_SYNC_DETAILS", default=True)
 VERIFIK_REFRESH_COLLAPSE_SECONDS = env.float("VERIFIK_REFRESH_COLLAPSE_SECONDS", default=5.0)
+# Keys dropped, at any depth, from `raw` and `populated` before they are stored (bulky or sensitive content).
+VERIFIK_RAW_REDACT = env.list("VERIFIK_RAW_REDACT", default=[])
+# Largest stored part of a payload (one top-level key of `raw`, one populated object), in bytes of JSON.
+VERIFIK_RAW_MAX_PART_BYTES = env.int("VERIFIK_RAW_MAX_PART_BYTES", default=64 * 1024)
+# Webhooks: POST /webhooks/verifik/<secret>/ (the route answers 404 while this is empty).
+VERIFIK_WEBHOOK_SECRET = env("VERIFIK_WEBHOOK_SECRET", default="")
+VERIFIK_WEBHOOK_MAX_BYTES = env.int("VERIFIK_WEBHOOK_MAX_BYTES", default=256 * 1024)
 
 # --- Celery --------------------------------------------------------------------
 

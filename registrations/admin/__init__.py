@@ -1,4 +1,5 @@
 from .registrations import AppRegistrationAdmin
 from .sync_runs import SyncRunAdmin
+from .webhook_deliveries import WebhookDeliveryAdmin
 
-__all__ = ["AppRegistrationAdmin", "SyncRunAdmin"]
+__all__ = ["AppRegistrationAdmin", "SyncRunAdmin", "WebhookDeliveryAdmin"]

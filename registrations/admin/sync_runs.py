@@ -46,6 +46,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
         "unchanged",
         "failed",
         "removed",
+        "oversized",
         "details",
         "error",
         "note",

@@ -1,0 +1,152 @@
+"""Bad input refused, secrets kept, production settings hardened."""
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from registrations import tasks
+from registrations.models import AppRegistration, SyncRun, WebhookDelivery
+from registrations.simulator import Faults
+from registrations.sync import SyncFailed, refresh, run_sync
+from registrations.verifik import InvalidRegistrationId
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parent.parent
+LIST = reverse("admin:registrations_appregistration_changelist")
+SENTINEL = "sentinel-token-9f3c2e71d4"
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VERIFIK_", "DATABASE_URL"))}
+    return {**env, "DJANGO_SETTINGS_MODULE": "verifik_admin.settings", **extra}
+
+
+def test_the_token_appears_nowhere(verifik, settings, caplog, admin_client):
+    caplog.set_level(logging.DEBUG)
+    account = verifik(count=25, token=SENTINEL, faults=Faults(error_every=4, rate_limit_every=5, retry_after=0))
+    run_sync(details=True)
+    account.remove(account.records[0]["_id"])
+    refresh(account.records[0]["_id"])
+    account.token = "rotated-upstream"  # the configured sentinel is now rejected
+    with pytest.raises(SyncFailed) as excinfo:
+        run_sync()
+    texts = [caplog.text, str(excinfo.value), repr(excinfo.value)]
+    texts += [f"{r.error} {r.note} {r.failures}" for r in SyncRun.objects.all()]
+    texts += [f"{r.raw} {r.populated}" for r in AppRegistration.objects.all()]
+    obj = AppRegistration.objects.first()
+    for url in (
+        LIST,
+        reverse("admin:registrations_appregistration_change", args=[obj.pk]),
+        reverse("admin:registrations_syncrun_changelist"),
+    ):
+        texts.append(admin_client.get(url).content.decode())
+    texts.append(
+        admin_client.get(reverse("admin:registrations_syncrun_change", args=[excinfo.value.run.pk])).content.decode()
+    )
+    assert "VERIFIK_API_TOKEN" in excinfo.value.run.error
+    assert not [t for t in texts if SENTINEL in t]
+
+
+def test_without_a_secret_key_production_refuses_to_start():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=clean_env(DJANGO_DEBUG="false"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def test_check_deploy_is_clean_in_production_settings():
+    env = clean_env(
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="admin.example.com",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+        DJANGO_BEHIND_PROXY="true",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_state_changes_need_a_csrf_token(verifik):
+    verifik(count=3)
+    run_sync(details=False)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    obj = AppRegistration.objects.first()
+    before = SyncRun.objects.count()
+    assert client.post(reverse("admin:registrations_appregistration_refresh", args=[obj.pk])).status_code == 403
+    assert client.post(reverse("admin:registrations_appregistration_sync")).status_code == 403
+    assert SyncRun.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?status=%3Cscript%3E",
+        "?red_flags=lots",
+        "?failed=everything",
+        "?language=" + "x" * 5000,
+        "?project=%27%3B+DROP+TABLE",
+        "?removed=maybe&stale=perhaps",
+        "?o=abc.-99",
+        "?created_at__year=abc",
+        "?created_at__year=99999&created_at__month=13",
+        "?p=-4",
+        "?p=999999",
+        "?q=%25%25%25_%5C",
+        "?q=" + "%F0%9F%98%80" * 50,
+        "?unknown_field__gte=1",
+        "?q=%00",
+        "?status=a%00b",
+    ],
+)
+def test_garbage_parameters_never_cause_a_500(admin_client, verifik, query):
+    verifik(count=5)
+    run_sync(details=False)
+    response = admin_client.get(LIST + query)
+    assert response.status_code in (200, 302, 400), response.status_code
+
+
+@pytest.mark.parametrize("object_id", ["0", "12abc", "%2E%2E%2F", "507f1f77bcf86cd799439011"])
+def test_refresh_urls_with_unknown_ids_answer_404(admin_client, verifik, object_id):
+    account = verifik(count=2)
+    response = admin_client.post(f"/admin/registrations/appregistration/{object_id}/refresh/")
+    assert response.status_code == 404 and account.request_count == 0
+
+
+def test_a_refresh_task_with_a_malformed_id_sends_nothing(verifik):
+    account = verifik(count=2)
+    with pytest.raises(InvalidRegistrationId):
+        tasks.refresh_registration.delay("not-an-id")
+    assert account.request_count == 0 and not SyncRun.objects.exists()
+
+
+def test_webhook_deliveries_are_never_trusted_with_html(client, verifik):
+    account = verifik(count=2)
+    body = '{{"type": "<script>alert(1)</script>_app_registration_created", "object": {{"_id": "{}"}}}}'.format(
+        account.records[0]["_id"]
+    )
+    client.post(reverse("verifik-webhook", args=["test-webhook-secret"]), body, content_type="application/json")
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", password="pw"))
+    html = admin.get(reverse("admin:registrations_webhookdelivery_changelist")).content.decode()
+    assert WebhookDelivery.objects.exists() and "<script>alert(1)</script>" not in html
