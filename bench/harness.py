@@ -24,6 +24,7 @@ def configure():
     os.environ.setdefault("DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", BENCH_DATABASE_URL))
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
     os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")  # the test client speaks plain HTTP
     os.environ["VERIFIK_API_TOKEN"] = TOKEN
     sys.path.insert(0, str(ROOT))
     import django

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from .harness import RESULTS, configure, print_table
 
@@ -65,6 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", nargs="*", choices=["sync", "memory", "details", "admin"], help="run only these")
+    parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     ensure_database()
@@ -107,9 +109,10 @@ def main():
             size["admin"], size["admin_reps"], max(3, size["admin_reps"] // 2)
         )
         report_admin(results["admin"])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwritten to {RESULTS / 'latest.json'}")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwritten to {output}")
 
 
 def report_sync(s):

@@ -1,0 +1,49 @@
+"""The benchmark scripts keep working: a quick run of the sync and admin scenarios on a scratch database.
+
+Speed is not asserted here (docs/BENCHMARKS.md records it); only that every
+scenario runs and reports the figures the targets are judged on.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(600)
+def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VERIFIK_", "DATABASE_URL"))}
+    env["BENCH_DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/verifik_bench_smoke"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--only",
+            "sync",
+            "admin",
+            "--output",
+            str(tmp_path / "out.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    sync = report["sync"]
+    assert sync["resync"]["rows_inserted"] == 0 and sync["resync"]["rows_updated"] == 0
+    assert sync["changed"]["details_off"]["distinct_rows_written"] == sync["changed"]["details_off"]["changed_upstream"]
+    assert sync["changed"]["details_on"]["detail_requests"] == sync["changed"]["details_on"]["changed_upstream"]
+    assert {"product", "naive", "floor"} <= set(sync)
+    views = {v["view"]: v for v in report["admin"]["views"]}
+    assert len(views) == 10 and all(v["queries"] <= 12 for v in views.values())
+    assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout
