@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from .mapping import REFERENCES
+
 STATUSES = [
     ("STARTED", 14),
     ("ONGOING", 16),
@@ -34,26 +36,7 @@ FIRST = ["John", "María", "José", "Zoë", "Ana", "李", "Ngozi", "Søren", "É
 LAST = ["Doe", "Núñez", "García", "Smith", "小龙", "Okafor", "Kierkegaard", "Dubois", "Al-Farsi", "Иванов", "Patel"]
 LANGUAGES = ["en", "es", "pt", "fr"]
 COUNTRY_CODES = ["+1", "+57", "+52", "+44", "+34", "+91"]
-REFERENCE_KEYS = [
-    "client",
-    "project",
-    "projectFlow",
-    "smartLink",
-    "informationValidation",
-    "emailValidation",
-    "phoneValidation",
-    "biometricValidation",
-    "person",
-    "assignedCollection",
-    "documentValidation",
-    "face",
-    "documentFace",
-    "compareFaceVerification",
-    "cryptoValidation",
-    "formSubmission",
-    "signature",
-    "accessControlLog",
-]
+REFERENCE_KEYS = list(REFERENCES)  # every reference a registration carries, in API order
 LIST_POPULATES = {
     "project",
     "projectFlow",

@@ -66,24 +66,14 @@ def value_table(value, depth=0):
     """Any JSON value as nested tables: objects as key/value rows, lists as numbered rows."""
     if depth > 8:
         return format_html("<code>{}</code>", json.dumps(value, ensure_ascii=False)[:2000])
-    if isinstance(value, dict):
+    if isinstance(value, dict | list):
         if not value:
-            return format_html('<span class="vf-muted">{}</span>', "(empty)")
+            return format_html('<span class="vf-muted">{}</span>', "(empty)" if isinstance(value, dict) else "(none)")
+        pairs = value.items() if isinstance(value, dict) else ((i + 1, v) for i, v in enumerate(value))
         rows = format_html_join(
-            "",
-            '<tr><th scope="row">{}</th><td>{}</td></tr>',
-            ((k, value_table(v, depth + 1)) for k, v in value.items()),
+            "", '<tr><th scope="row">{}</th><td>{}</td></tr>', ((k, value_table(v, depth + 1)) for k, v in pairs)
         )
-        return format_html('<table class="vf-kv">{}</table>', rows)
-    if isinstance(value, list):
-        if not value:
-            return format_html('<span class="vf-muted">{}</span>', "(none)")
-        rows = format_html_join(
-            "",
-            '<tr><th scope="row">{}</th><td>{}</td></tr>',
-            ((i + 1, value_table(v, depth + 1)) for i, v in enumerate(value)),
-        )
-        return format_html('<table class="vf-kv vf-list">{}</table>', rows)
+        return format_html('<table class="vf-kv{}">{}</table>', "" if isinstance(value, dict) else " vf-list", rows)
     return _scalar(value)
 
 
