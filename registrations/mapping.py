@@ -254,8 +254,8 @@ def sanitize(raw, populated, redact=(), max_part_bytes=None):
     redact = frozenset(redact)
     if redact:
         raw, populated = _without(raw, redact), _without(populated, redact)
-    if not max_part_bytes:
-        return raw, populated, 0
+    if not max_part_bytes or len(json.dumps([raw, populated], separators=(",", ":"), default=str)) <= max_part_bytes:
+        return raw, populated, 0  # no part can be larger than the whole
     oversized = 0
 
     def capped(value):

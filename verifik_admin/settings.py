@@ -180,11 +180,10 @@ CELERY_TIMEZONE = TIME_ZONE
 
 VERIFIK_ACTIVE_SYNC_MINUTES = env.float("VERIFIK_ACTIVE_SYNC_MINUTES", default=5)
 VERIFIK_FULL_SYNC_HOURS = env.float("VERIFIK_FULL_SYNC_HOURS", default=24)
-VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="10/s")  # per worker process, Celery rate syntax
+VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="10/s")  # per worker process: 10/s, 600/m; 0 = unlimited
 VERIFIK_TASK_MAX_RETRIES = env.int("VERIFIK_TASK_MAX_RETRIES", default=5)
 VERIFIK_TASK_RETRY_BACKOFF = env.float("VERIFIK_TASK_RETRY_BACKOFF", default=30.0)
 
-CELERY_TASK_ANNOTATIONS = {"registrations.tasks.fetch_registration_details": {"rate_limit": VERIFIK_DETAIL_RATE}}
 CELERY_BEAT_SCHEDULE = {
     "sync-active-registrations": {
         "task": "registrations.tasks.sync_registrations",
