@@ -160,12 +160,13 @@ class AppRegistration(models.Model):
         ordering = ["-created_at", "-id"]
         permissions = [("refresh_appregistration", "Can refresh from Verifik")]
         indexes = [
+            # Sorted columns end in the default ordering (-created_at, -id), as the admin's ORDER BY does.
             models.Index(fields=["-created_at", "-id"], name="reg_created_idx"),
             models.Index(fields=["-updated_at", "-id"], name="reg_updated_idx"),
             models.Index(fields=["status", "-created_at"], name="reg_status_idx"),
-            models.Index(fields=["-red_flags", "-id"], name="reg_red_flags_idx"),
-            models.Index(fields=["-failed_validations_count", "-id"], name="reg_failed_idx"),
-            models.Index(fields=["-last_synced_at", "-id"], name="reg_synced_idx"),
+            models.Index(fields=["-red_flags", "-created_at", "-id"], name="reg_red_flags_idx"),
+            models.Index(fields=["-failed_validations_count", "-created_at", "-id"], name="reg_failed_idx"),
+            models.Index(fields=["-last_synced_at", "-created_at", "-id"], name="reg_synced_idx"),
             models.Index(fields=["id"], name="reg_details_pending_idx", condition=models.Q(details_pending=True)),
             models.Index(fields=["language"], name="reg_language_idx"),
             models.Index(fields=["project_id"], name="reg_project_idx"),

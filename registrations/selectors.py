@@ -1,8 +1,10 @@
 """Read-side queries for the back office, written to stay fast at a million registrations."""
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper, Q, Subquery
 from django.utils import timezone
@@ -105,6 +107,21 @@ def estimated_total():
         )
         row = cursor.fetchone()
     return row[0] if row and row[0] >= 0 else None
+
+
+def estimated_rows(queryset):
+    """The planner's estimate of how many rows a queryset matches; None off Postgres."""
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    except EmptyResultSet:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def recent_runs_for(verifik_id, limit=10):

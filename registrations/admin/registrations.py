@@ -15,18 +15,25 @@ from . import filters, rendering
 from .base import ReadOnlyAdmin
 
 FAILED_KINDS = [("email", "Email"), ("phone", "Phone"), ("biometric", "Biometric"), ("document", "Document")]
-ESTIMATE_ABOVE = 50_000
+ESTIMATE_ABOVE = 10_000
+SEARCH_IDS_LIMIT = 5_000
 
 
 class EstimatedCountPaginator(Paginator):
-    """An unfiltered list of a big table shows Postgres' estimate instead of counting every row."""
+    """Big result sets show Postgres' estimate instead of counting every matching row.
+
+    Unfiltered: the table's own estimate. Filtered: the planner's estimate, and an
+    exact count only when that is small enough to be cheap.
+    """
 
     @cached_property
     def count(self):
         if not self.object_list.query.where:
             estimate = selectors.estimated_total()
-            if estimate is not None and estimate > ESTIMATE_ABOVE:
-                return estimate
+        else:
+            estimate = selectors.estimated_rows(self.object_list)
+        if estimate is not None and estimate > ESTIMATE_ABOVE:
+            return estimate
         return super().count
 
 
@@ -136,7 +143,16 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if is_object_id(term):
             return queryset.filter(verifik_id=term.lower()), False
-        return super().get_search_results(request, queryset, search_term)
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if not term:
+            return queryset, may_have_duplicates
+        # Postgres misjudges how many rows match `LIKE '%term%'` and, for the page's
+        # ORDER BY ... LIMIT, walks the whole date index looking for them. Fetching the
+        # matching ids first (trigram indexes, no ordering) and listing those is fast.
+        ids = list(queryset.order_by().values_list("pk", flat=True)[: SEARCH_IDS_LIMIT + 1])
+        if len(ids) > SEARCH_IDS_LIMIT:
+            return queryset, may_have_duplicates
+        return self.get_queryset(request).filter(pk__in=ids), False
 
     # --- list columns ---------------------------------------------------------------------
 
