@@ -161,7 +161,7 @@ class PageResult:
 
 
 def store_page(items, seen):
-    """Store one listing page atomically; `seen` collects ids across the walk to drop repeats.
+    """Store one listing page atomically; `seen` collects ids (as bytes) across the walk to drop repeats.
 
     An item whose fingerprint matches its stored row is skipped before it is
     even mapped: a no-change re-sync costs one narrow query per page.
@@ -177,10 +177,11 @@ def store_page(items, seen):
             )
             continue
         verifik_id = item_id.lower()
-        if verifik_id in seen:
+        key = bytes.fromhex(verifik_id)  # 12 bytes, not a 24-character str: the set grows with the account
+        if key in seen:
             result.duplicates += 1
             continue
-        seen.add(verifik_id)
+        seen.add(key)
         batch.append((verifik_id, item, mapping.payload_hash(item)))
     if not batch:
         return result
@@ -479,7 +480,7 @@ def _mark_unseen_removed(seen, started_at):
     now, removed, missing = timezone.now(), 0, []
     present = AppRegistration.objects.filter(removed_upstream_at__isnull=True, first_synced_at__lt=started_at)
     for verifik_id in present.values_list("verifik_id", flat=True).iterator(chunk_size=5000):
-        if verifik_id not in seen:
+        if bytes.fromhex(verifik_id) not in seen:
             missing.append(verifik_id)
     for start in range(0, len(missing), 1000):
         removed += mark_removed(missing[start : start + 1000], now)
