@@ -6,6 +6,7 @@ from django.db.models import Q
 
 from .. import selectors
 from ..models import RegistrationStatus
+from .per_request import present_values, sync_health
 
 
 class ChoicesFilter(admin.SimpleListFilter):
@@ -19,16 +20,6 @@ class ChoicesFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         option = self.options.get(self.value())
         return queryset.filter(option[1]) if option else queryset
-
-
-FILTERED_COLUMNS = ("status", "language", "project_id")
-
-
-def present_values(request, field_name):
-    """The values present in the filtered columns, fetched once per request for every filter."""
-    if not hasattr(request, "_verifik_present_values"):
-        request._verifik_present_values = selectors.distinct_values(*FILTERED_COLUMNS)
-    return request._verifik_present_values[field_name]
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -110,4 +101,4 @@ class StaleFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() != "yes":
             return queryset
-        return queryset.filter(selectors.stale_q(selectors.sync_health().covered_at))
+        return queryset.filter(selectors.stale_q(sync_health(request).covered_at))

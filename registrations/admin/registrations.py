@@ -13,6 +13,7 @@ from ..mapping import REFERENCES, is_object_id
 from ..models import AppRegistration
 from . import filters, rendering
 from .base import ReadOnlyAdmin
+from .per_request import sync_health
 
 FAILED_KINDS = [("email", "Email"), ("phone", "Phone"), ("biometric", "Biometric"), ("document", "Document")]
 ESTIMATE_ABOVE = 10_000
@@ -35,13 +36,6 @@ class EstimatedCountPaginator(Paginator):
         if estimate is not None and estimate > ESTIMATE_ABOVE:
             return estimate
         return super().count
-
-
-def sync_health(request):
-    """Once per request: every row and the banner read the same figures."""
-    if not hasattr(request, "_verifik_sync_health"):
-        request._verifik_sync_health = selectors.sync_health()
-    return request._verifik_sync_health
 
 
 def run_link(run):

@@ -1,0 +1,21 @@
+"""Figures read by several parts of one admin page, computed once per request."""
+
+from .. import selectors
+
+FILTERED_COLUMNS = ("status", "language", "project_id")
+
+
+def _once(request, name, compute):
+    if not hasattr(request, name):
+        setattr(request, name, compute())
+    return getattr(request, name)
+
+
+def sync_health(request):
+    """Every row, the stale filter and the banner read the same figures."""
+    return _once(request, "_verifik_sync_health", selectors.sync_health)
+
+
+def present_values(request, field_name):
+    """The values present in the filtered columns, one query for every filter."""
+    return _once(request, "_verifik_present_values", lambda: selectors.distinct_values(*FILTERED_COLUMNS))[field_name]
