@@ -83,8 +83,8 @@ def last_confirmed(registration, covered_at):
     return max((c for c in candidates if c is not None), default=None)
 
 
-def is_stale(registration, covered_at, now=None):
-    confirmed = last_confirmed(registration, covered_at)
+def is_stale(confirmed, now=None):
+    """Whether a `last_confirmed` time is too old to trust; never confirmed counts as stale."""
     return confirmed is None or confirmed < (now or timezone.now()) - STALE_AFTER
 
 

@@ -157,7 +157,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
             marks.append(rendering.tag("Deleted at Verifik", "danger"))
         if obj.removed_upstream_at:
             marks.append(rendering.tag("Removed upstream", "muted"))
-        name = obj.name or format_html('<span class="vf-muted">(no name)</span>')
+        name = obj.name or rendering.muted("(no name)")
         return format_html("{} {}", name, format_html_join(" ", "{}", ((m,) for m in marks)))
 
     @admin.display(description="Phone")
@@ -172,13 +172,13 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
     @admin.display(description="Red flags", ordering="red_flags")
     def red_flags_count(self, obj):
         if not obj.red_flags:
-            return format_html('<span class="vf-muted">{}</span>', obj.red_flags if obj.red_flags is not None else "—")
+            return rendering.muted(obj.red_flags if obj.red_flags is not None else "—")
         return rendering.badge(obj.red_flags, "danger", f"{obj.red_flags} red flags")
 
     @admin.display(description="Failed validations", ordering="failed_validations_count")
     def failed_validations(self, obj):
         if not obj.failed_validations_count:
-            return format_html('<span class="vf-muted">{}</span>', 0)
+            return rendering.muted(0)
         split = [(label, getattr(obj, f"failed_{kind}_count")) for kind, label in FAILED_KINDS]
         detail = ", ".join(f"{label.lower()} {n}" for label, n in split if n)
         return format_html('<strong>{}</strong> <span class="vf-split">{}</span>', obj.failed_validations_count, detail)
@@ -192,7 +192,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
         confirmed = selectors.last_confirmed(obj, obj.covered_at)
         if confirmed is None:
             return rendering.EMPTY
-        stale = selectors.is_stale(obj, obj.covered_at)
+        stale = selectors.is_stale(confirmed)
         text = format_html("{}", confirmed.strftime("%Y-%m-%d %H:%M"))
         return (
             format_html('<span class="vf-stale" title="Not synced for 24 h">{} stale</span>', text) if stale else text
@@ -250,11 +250,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
             populated = (obj.populated or {}).get(api_key)
             if ref_id is None and populated is None:
                 continue
-            body = (
-                rendering.value_table(populated)
-                if populated
-                else format_html('<span class="vf-muted">{}</span>', "not populated")
-            )
+            body = rendering.value_table(populated) if populated else rendering.muted("not populated")
             rows.append((api_key, ref_id or "—", body))
         if not rows:
             return rendering.EMPTY
@@ -272,7 +268,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
     def recent_runs(self, obj):
         runs = selectors.recent_runs_for(obj.verifik_id)
         if not runs:
-            return format_html('<span class="vf-muted">{}</span>', "No refresh of this registration yet.")
+            return rendering.muted("No refresh of this registration yet.")
         rows = (
             (
                 run_link(run),

@@ -3,12 +3,17 @@
 import json
 
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from ..models import RegistrationStatus
 
-EMPTY = mark_safe('<span class="vf-muted">—</span>')  # noqa: S308 (constant markup)
+
+def muted(text):
+    """Quiet text: placeholders and zeros that should not draw the eye."""
+    return format_html('<span class="vf-muted">{}</span>', text)
+
+
+EMPTY = muted("—")
 
 STATUS_TONES = {
     RegistrationStatus.STARTED: "neutral",
@@ -56,7 +61,7 @@ def multiline(text):
 
 def _scalar(value):
     if value is None:
-        return format_html('<span class="vf-muted">{}</span>', "null")
+        return muted("null")
     if isinstance(value, bool):
         return format_html("<code>{}</code>", "true" if value else "false")
     return format_html("{}", value)
@@ -68,7 +73,7 @@ def value_table(value, depth=0):
         return format_html("<code>{}</code>", json.dumps(value, ensure_ascii=False)[:2000])
     if isinstance(value, dict | list):
         if not value:
-            return format_html('<span class="vf-muted">{}</span>', "(empty)" if isinstance(value, dict) else "(none)")
+            return muted("(empty)" if isinstance(value, dict) else "(none)")
         pairs = value.items() if isinstance(value, dict) else ((i + 1, v) for i, v in enumerate(value))
         rows = format_html_join(
             "", '<tr><th scope="row">{}</th><td>{}</td></tr>', ((k, value_table(v, depth + 1)) for k, v in pairs)
@@ -80,9 +85,9 @@ def value_table(value, depth=0):
 def failed_items_table(items):
     """One failed-validation list: ids, and whatever reason and date the items carry."""
     if items is None:
-        return format_html('<span class="vf-muted">{}</span>', "not sent")
+        return muted("not sent")
     if not items:
-        return format_html('<span class="vf-muted">{}</span>', "none")
+        return muted("none")
     rows = []
     for item in items:
         if isinstance(item, dict):
