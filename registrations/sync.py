@@ -507,14 +507,11 @@ def _details(run, client, on_details):
             continue
         for verifik_id in ids:
             try:
-                fetch_and_store(client, verifik_id)
+                fetch_details_for(run.pk, verifik_id, client=client, pace=False)
             except AuthRejected:
                 raise
-            except (VerifikError, mapping.MappingError) as exc:
+            except VerifikError as exc:
                 log.warning("Details of %s not fetched: %s", verifik_id, exc)
-                SyncRun.objects.filter(pk=run.pk).update(details_failed=F("details_failed") + 1)
-            else:
-                SyncRun.objects.filter(pk=run.pk).update(details_fetched=F("details_fetched") + 1)
     run.refresh_from_db(fields=["details_fetched", "details_failed", "details_queued"])
 
 
@@ -614,14 +611,17 @@ def parse_rate(text):
 _detail_pacer = Pacer()
 
 
-def fetch_details_for(run_id, verifik_id, *, last_attempt=True, client=None):
-    """One detail fetch fanned out by a sync; counts land on that sync's run.
+def fetch_details_for(run_id, verifik_id, *, last_attempt=True, client=None, pace=True):
+    """One detail fetch of a sync, inline or fanned out; counts land on that sync's run.
 
     A transient failure that will be retried is not counted; the registration
     stays pending, so the next sync tries again even when every retry fails.
+    Fanned-out fetches keep to VERIFIK_DETAIL_RATE (`pace`); the inline walk is
+    one request at a time already.
     """
     counters = SyncRun.objects.filter(pk=run_id)
-    _detail_pacer.wait(parse_rate(settings.VERIFIK_DETAIL_RATE))
+    if pace:
+        _detail_pacer.wait(parse_rate(settings.VERIFIK_DETAIL_RATE))
     try:
         fetch_and_store(client or build_client(), verifik_id)
     except mapping.MappingError as exc:
