@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(600)
 def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VERIFIK_", "DATABASE_URL"))}
-    env["BENCH_DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/verifik_bench_smoke"
+    # Named after the test database, so checkouts testing side by side never share one.
+    env["BENCH_DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}_bench_smoke"
     result = subprocess.run(
         [
             sys.executable,

@@ -113,14 +113,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
-}
-
 # --- Verifik -----------------------------------------------------------------
 
 # Every populate the detail endpoint documents; the list endpoint accepts a subset.
@@ -161,6 +153,25 @@ VERIFIK_RAW_MAX_PART_BYTES = env.int("VERIFIK_RAW_MAX_PART_BYTES", default=64 * 
 # Webhooks: POST /webhooks/verifik/<secret>/ (the route answers 404 while this is empty).
 VERIFIK_WEBHOOK_SECRET = env("VERIFIK_WEBHOOK_SECRET", default="")
 VERIFIK_WEBHOOK_MAX_BYTES = env.int("VERIFIK_WEBHOOK_MAX_BYTES", default=256 * 1024)
+
+# --- Logging -------------------------------------------------------------------
+
+# Every line passes two filters: the bound context (run_id, task_id) and the
+# redaction of secrets (the webhook secret sits in request paths Django logs).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "verifik_admin.logs.ContextFilter"},
+        "redact": {
+            "()": "verifik_admin.logs.RedactSecretsFilter",
+            "secrets": [VERIFIK_WEBHOOK_SECRET, VERIFIK_API_TOKEN],
+        },
+    },
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["context", "redact"]}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+}
 
 # --- Celery --------------------------------------------------------------------
 
