@@ -21,6 +21,8 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from verifik_admin.logs import bind
+
 from . import mapping
 from .models import AppRegistration, SyncRun
 from .verifik import AuthRejected, NotFound, VerifikClient, VerifikError, validate_registration_id
@@ -416,7 +418,7 @@ def run_sync(
     kind = SyncRun.Kind.ACTIVE if statuses else SyncRun.Kind.FULL
     run = SyncRun.objects.create(kind=kind, trigger=trigger, user_id=user_id, statuses=statuses)
     client = client or build_client()
-    with listing_lock() as acquired:
+    with bind(run_id=run.pk), listing_lock() as acquired:
         if not acquired:
             holder = (
                 SyncRun.objects.filter(
@@ -527,7 +529,8 @@ def refresh(verifik_id, *, trigger=SyncRun.Trigger.USER, user_id=None, kind=Sync
         return _finish(run, SyncRun.Outcome.SKIPPED, f"Collapsed into refresh run #{earlier.pk}, started moments ago.")
     client = client or build_client()
     try:
-        outcome = fetch_and_store(client, verifik_id)
+        with bind(run_id=run.pk):
+            outcome = fetch_and_store(client, verifik_id)
     except Exception as exc:
         raise _fail(run, exc) from exc
     counters = ["seen", "created", "updated", "unchanged", "removed", "failed"]
