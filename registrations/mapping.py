@@ -47,12 +47,9 @@ TEXT = {
     "language": "language",
     "notes": "notes",
 }
-FAILED_LISTS = {
-    "failedEmailValidations": "failed_email_validations",
-    "failedPhoneValidations": "failed_phone_validations",
-    "failedBiometricValidations": "failed_biometric_validations",
-    "failedDocumentValidations": "failed_document_validations",
-}
+# The kinds of failed validation Verifik lists, each as `failed<Kind>Validations`.
+FAILED_VALIDATION_KINDS = ("email", "phone", "biometric", "document")
+FAILED_LISTS = {f"failed{kind.title()}Validations": f"failed_{kind}_validations" for kind in FAILED_VALIDATION_KINDS}
 # failed list field -> the count column the sync keeps beside it
 FAILED_COUNTS = {field: field.replace("_validations", "_count") for field in FAILED_LISTS.values()}
 TIMESTAMPS = {"createdAt": "created_at", "updatedAt": "updated_at"}

@@ -60,7 +60,14 @@ def build_client(**overrides):
 
 _INSERT_ONLY = ("verifik_id", "first_synced_at")
 _COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "details_pending"]
-_COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at"]
+_COLUMNS += [
+    "first_synced_at",
+    "last_synced_at",
+    "removed_upstream_at",
+    "details_failures",
+    "detail_hash",
+    "details_error",
+]
 
 
 _JSON_COLUMNS = frozenset(c for c in _COLUMNS if AppRegistration._meta.get_field(c).get_internal_type() == "JSONField")
@@ -127,6 +134,9 @@ def _row(mapped, *, now, listing_hash="", details_pending=True):
         "first_synced_at": now,
         "last_synced_at": now,
         "removed_upstream_at": None,
+        "details_failures": 0,
+        "detail_hash": "",
+        "details_error": "",
     }
 
 

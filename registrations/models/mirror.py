@@ -1,4 +1,4 @@
-"""A read-only mirror of Verifik app registrations, and a record of every sync.
+"""The mirror: Verifik app registrations as last received, and their status history.
 
 Field names follow the API keys in snake_case; references to other Verifik
 objects keep their 24-hex id in a field ending in `_id`. Those names are a
@@ -7,9 +7,10 @@ contract other tools read.
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from ..mapping import FAILED_VALIDATION_KINDS
 
 
 class RegistrationStatus(models.TextChoices):
@@ -24,6 +25,7 @@ class RegistrationStatus(models.TextChoices):
     EXPIRED = "EXPIRED", "Expired"
 
 
+# Registrations still moving: the scheduled active sync lists only these.
 ACTIVE_STATUSES = (
     RegistrationStatus.STARTED,
     RegistrationStatus.ONGOING,
@@ -90,7 +92,8 @@ def _ref(api_key):
 
 class AppRegistration(models.Model):
     verifik_id = models.CharField("Verifik id", max_length=24, unique=True)
-    version = models.IntegerField(null=True, blank=True, help_text="Verifik's `__v`.")
+    # 64-bit: Verifik publishes no range; a value past a bigint is rejected by the mapping.
+    version = models.BigIntegerField(null=True, blank=True, help_text="Verifik's `__v`.")
 
     client_id = _ref("client")
     project_id = _ref("project")
@@ -122,7 +125,7 @@ class AppRegistration(models.Model):
     language = models.TextField(null=True, blank=True)
     notes = models.TextField(null=True, blank=True)
 
-    red_flags = models.IntegerField(null=True, blank=True)
+    red_flags = models.BigIntegerField(null=True, blank=True)
     red_flags_details = models.JSONField(null=True, blank=True)
     failed_email_validations = models.JSONField(null=True, blank=True)
     failed_phone_validations = models.JSONField(null=True, blank=True)
@@ -147,6 +150,17 @@ class AppRegistration(models.Model):
     details_pending = models.BooleanField(
         default=True, help_text="True until the detail endpoint's view of the latest version has been stored."
     )
+    detail_hash = models.CharField(
+        max_length=32, blank=True, default="", editable=False, help_text="Fingerprint of the last detail payload."
+    )
+    details_queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a sync last queued this registration's detail fetch."
+    )
+    details_failures = models.IntegerField(default=0, help_text="Detail fetches failed in a row.")
+    details_retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="Backing off after repeated failures: no detail fetch before this."
+    )
+    details_error = models.TextField(blank=True, default="", help_text="Why the last detail fetch failed.")
     first_synced_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(
         null=True, blank=True, help_text="When a sync or refresh last wrote this row."
@@ -181,7 +195,7 @@ class AppRegistration(models.Model):
                     name=f"reg_failed_{kind}_idx",
                     condition=models.Q(**{f"failed_{kind}_count__gt": 0}),
                 )
-                for kind in ("email", "phone", "biometric", "document")
+                for kind in FAILED_VALIDATION_KINDS
             ],
         ]
 
@@ -189,91 +203,27 @@ class AppRegistration(models.Model):
         return self.name or self.email or self.verifik_id
 
 
-class SyncRun(models.Model):
-    class Kind(models.TextChoices):
-        FULL = "full", "Full"
-        ACTIVE = "active", "By status"
-        SINGLE = "single", "Single refresh"
-        WEBHOOK = "webhook", "Webhook refresh"
+class StatusChange(models.Model):
+    """A registration's status or current step as first seen, and every change of either since.
 
-    class Trigger(models.TextChoices):
-        SCHEDULE = "schedule", "Schedule"
-        COMMAND = "command", "Command"
-        USER = "user", "User"
-        WEBHOOK = "webhook", "Webhook"
+    Written by the sync in the transaction that writes the row; never by people.
+    """
 
-    class Outcome(models.TextChoices):
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        SKIPPED = "skipped", "Skipped"
-
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    trigger = models.CharField(max_length=16, choices=Trigger.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    statuses = models.JSONField(default=list, blank=True, help_text="Status filter; empty for every status.")
-    verifik_id = models.CharField(
-        "Verifik id", max_length=24, null=True, blank=True, help_text="The registration a single refresh was for."
-    )
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
-    pages = models.IntegerField(default=0)
-    seen = models.IntegerField(default=0)
-    created = models.IntegerField(default=0)
-    updated = models.IntegerField(default=0)
-    unchanged = models.IntegerField(default=0)
-    failed = models.IntegerField(default=0)
-    removed = models.IntegerField(default=0)
-    details_fetched = models.IntegerField(default=0)
-    oversized = models.IntegerField(
-        default=0, help_text="Payload parts replaced by a marker (VERIFIK_RAW_MAX_PART_BYTES)."
-    )
-    details_queued = models.IntegerField(default=0, help_text="Detail fetches handed to workers.")
-    details_failed = models.IntegerField(default=0)
-    failures = models.JSONField(default=list, blank=True, help_text="A sample of records that could not be stored.")
-    error = models.TextField(blank=True, default="", help_text="Why the run failed, in words an operator can act on.")
-    note = models.TextField(blank=True, default="", help_text="Anything else the operator should know.")
+    registration = models.ForeignKey(AppRegistration, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.TextField(null=True, blank=True)
+    to_status = models.TextField(null=True, blank=True)
+    from_step = models.TextField(null=True, blank=True)
+    to_step = models.TextField(null=True, blank=True)
+    upstream_updated_at = models.DateTimeField(null=True, blank=True, help_text="Verifik's updatedAt of the change.")
+    observed_at = models.DateTimeField(help_text="When the sync saw it.")
+    sync_run = models.ForeignKey("SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
-        ordering = ["-started_at", "-id"]
+        ordering = ["-observed_at", "-id"]
         indexes = [
-            models.Index(fields=["outcome", "-started_at"], name="syncrun_outcome_idx"),
-            models.Index(fields=["verifik_id", "-started_at"], name="syncrun_registration_idx"),
+            models.Index(fields=["registration", "-observed_at", "-id"], name="statuschange_registration_idx"),
+            models.Index(fields=["to_status", "-observed_at"], name="statuschange_status_idx"),
         ]
 
     def __str__(self):
-        return f"{self.get_kind_display()} sync #{self.pk} ({self.outcome})"
-
-    @property
-    def duration(self):
-        if self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-
-class WebhookDelivery(models.Model):
-    """One POST from Verifik. Deliveries are unauthenticated hints: they only ever trigger a refresh."""
-
-    class Outcome(models.TextChoices):
-        QUEUED = "queued", "Refresh queued"
-        REFRESHED = "refreshed", "Refreshed"
-        COLLAPSED = "collapsed", "Collapsed into a recent refresh"
-        IGNORED = "ignored", "Ignored (event type)"
-        REJECTED = "rejected", "Rejected"
-        FAILED = "failed", "Refresh failed"
-
-    received_at = models.DateTimeField(auto_now_add=True)
-    event_type = models.CharField(max_length=200, blank=True, default="")
-    verifik_id = models.CharField("Verifik id", max_length=24, null=True, blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
-    detail = models.TextField(blank=True, default="")
-    sync_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
-
-    class Meta:
-        ordering = ["-received_at", "-id"]
-        verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["verifik_id", "-received_at"], name="webhook_registration_idx")]
-
-    def __str__(self):
-        return f"{self.event_type or 'delivery'} #{self.pk}"
+        return f"{self.from_status or '(new)'} -> {self.to_status}"
