@@ -14,7 +14,7 @@ from celery import Celery
 from django.db import connection
 
 from registrations import tasks
-from registrations.models import AppRegistration, SyncRun
+from registrations.models import AppRegistration, PendingRefresh, SyncRun
 from registrations.simulator import Faults
 from registrations.sync import SYNC_LOCK_KEY, SyncFailed
 
@@ -61,7 +61,7 @@ def workers(broker, tmp_path):
             "VERIFIK_BACKOFF": "0.001",
             "VERIFIK_RETRY_AFTER_CAP": "0.05",
             "VERIFIK_PAGE_SIZE": "10",
-            "VERIFIK_TASK_RETRY_BACKOFF": "0.2",
+            "VERIFIK_TASK_RETRY_BACKOFF": "1",
             "VERIFIK_DETAIL_RATE": "1000/s",
             **{key: str(value) for key, value in extra_env.items()},
         }
@@ -202,15 +202,16 @@ def test_eager_tasks_fail_fast_to_their_caller(verifik, settings):
     assert account.request_count == 2
 
 
-def test_refresh_tasks_fan_out_and_repeat_refreshes_collapse(verifik):
+def test_eager_refresh_fan_out_runs_one_refresh_per_request(verifik):
+    """Inline there is no queue to join: each request runs, one after the other, and leaves nothing pending."""
     account = verifik(count=6)
     ids = [r["_id"] for r in account.records[:3]]
     tasks.refresh_registrations.delay(ids + ids[:1])
     single = runs(SyncRun.Kind.SINGLE)
-    assert [r.outcome for r in single] == ["succeeded"] * 3 + ["skipped"]
-    assert "Collapsed into refresh run" in single[3].error
+    assert [r.outcome for r in single] == ["succeeded"] * 4
+    assert [r.created + r.updated + r.unchanged for r in single] == [1, 1, 1, 1] and single[3].unchanged == 1
     assert set(AppRegistration.objects.values_list("verifik_id", flat=True)) == set(ids)
-    assert account.detail_requests == 3
+    assert account.detail_requests == 4 and not PendingRefresh.objects.exists()
 
 
 def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():

@@ -94,7 +94,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='syncrun',
             name='failures',
-            field=models.JSONField(blank=True, default=list, help_text='Rejected records (id and reason), the first VERIFIK_MAX_LISTED_FAILURES.'),
+            field=models.JSONField(blank=True, default=list, help_text='Rejected records (id and reason), the first 1,000 of a run.'),
         ),
         migrations.AlterField(
             model_name='webhookdelivery',

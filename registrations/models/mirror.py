@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from .. import mapping
 from ..mapping import FAILED_VALIDATION_KINDS
 
 
@@ -25,12 +26,7 @@ class RegistrationStatus(models.TextChoices):
     EXPIRED = "EXPIRED", "Expired"
 
 
-# Registrations still moving: the scheduled active sync lists only these.
-ACTIVE_STATUSES = (
-    RegistrationStatus.STARTED,
-    RegistrationStatus.ONGOING,
-    RegistrationStatus.NEEDS_MANUAL_VERIFICATION,
-)
+ACTIVE_STATUSES = tuple(RegistrationStatus(status) for status in mapping.ACTIVE_STATUSES)
 
 
 class AppRegistrationQuerySet(models.QuerySet):
