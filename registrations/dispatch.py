@@ -1,8 +1,9 @@
 """How the back office and the webhook ask for work: always through the Celery tasks.
 
-With a broker the task is queued and the answer is "queued". Without one
-(the embedded default) the task runs inline, and the answer carries the
-SyncRun that came back.
+With a broker the task is queued and the answer is "queued". In eager mode
+(CELERY_TASK_ALWAYS_EAGER=true: tests and debugging, never a fallback) the task
+runs inline, and the answer carries the SyncRun that came back. With neither,
+enqueueing raises NoBrokerConfigured, whose message says what to set.
 """
 
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def request_refresh(verifik_id, *, user_id=None, trigger=SyncRun.Trigger.USER, k
 
 
 def request_refreshes(verifik_ids, *, user_id=None):
-    """Refresh many: one fan-out task with a broker, each inline without one."""
+    """Refresh many: one fan-out task with a broker, each inline in eager mode."""
     verifik_ids = [validate_registration_id(i) for i in verifik_ids]
     if not _eager():
         tasks.refresh_registrations.delay(verifik_ids, trigger=SyncRun.Trigger.USER, user_id=user_id)
