@@ -31,6 +31,13 @@ def configure():
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # The admin renders without `collectstatic`: plain static storage, as in the test settings.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 def free_port():

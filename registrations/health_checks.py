@@ -12,7 +12,7 @@ from .selectors import sync_health
 
 
 def _hours(delta):
-    return f"{delta.total_seconds() / 3600:g} h"
+    return f"{round(delta.total_seconds() / 3600, 1):g} h"
 
 
 @dataclasses.dataclass

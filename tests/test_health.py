@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -9,12 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from django.db import connection
 from django.utils import timezone
 
 from registrations.models import SyncRun
 from registrations.sync import run_sync
-from verifik_admin.celery import app as celery_app
 from verifik_admin.embedded import EmbeddedValkey
 
 from .support import wait_until
@@ -38,32 +39,27 @@ def valkey(tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def broker(valkey, settings):
-    url = valkey.url(0)
-    saved = celery_app.conf.broker_url
-    celery_app.close()
-    settings.CELERY_BROKER_URL = celery_app.conf.broker_url = url
-    yield url
-    celery_app.close()
-    celery_app.conf.broker_url = saved
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture
-def celery_process(broker, tmp_path):
-    """Start `celery -A verifik_admin <args>` against the test broker and database; killed at the end."""
+def spawn(valkey, tmp_path):
+    """Start a process of the project against the test database and this test's broker; killed at the end."""
     started = []
 
-    def start(*args, ready):
-        log = tmp_path / f"celery-{len(started)}.log"
+    def start(*command, ready):
+        log = tmp_path / f"process-{len(started)}.log"
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings",
             "DATABASE_URL": database_url(),
-            "CELERY_BROKER_URL": broker,
+            "CELERY_BROKER_URL": valkey.url(0),
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "verifik_admin", *args],
+            [sys.executable, "-m", *command],
             cwd=ROOT,
             env=env,
             stdout=log.open("w"),
@@ -71,7 +67,7 @@ def celery_process(broker, tmp_path):
             start_new_session=True,
         )
         started.append(process)
-        wait_until(lambda: ready in log.read_text() or process.poll() is not None, 60, f"celery {args[0]}")
+        wait_until(lambda: ready(log.read_text()) or process.poll() is not None, 60, f"{command[:3]}")
         assert process.poll() is None, log.read_text()
         return process
 
@@ -80,6 +76,20 @@ def celery_process(broker, tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+@pytest.fixture
+def web(spawn):
+    """gunicorn serving the project, as in production; `web.get(path)`."""
+    port = free_port()
+    spawn("gunicorn", "verifik_admin.wsgi", "--bind", f"127.0.0.1:{port}", ready=lambda log: "Booting worker" in log)
+
+    class Web:
+        def get(self, path):
+            return requests.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+
+    wait_until(lambda: Web().get("/health/").status_code in (200, 503), 30, "gunicorn to answer")
+    return Web()
 
 
 def health(client):
@@ -94,26 +104,29 @@ def failing(body):
 
 
 def test_health_answers_200_only_when_every_check_passes_and_names_the_broker_when_it_stops(
-    client, verifik, valkey, celery_process, tmp_path
+    web, spawn, verifik, valkey, tmp_path
 ):
-    status, body = health(client)
+    status, body = health(web)
     assert status == 503 and body["status"] == "failing"
     assert failing(body) == {"workers", "beat", "full_sync"}, body
     assert body["checks"]["full_sync"] == "Unavailable: no full sync has succeeded yet"
 
-    celery_process("worker", "--concurrency=1", "-n", f"health-{uuid.uuid4().hex[:8]}@%h", ready=" ready.")
-    celery_process("beat", "--schedule", str(tmp_path / "beat-schedule"), ready="beat pidbox: Connected")
+    worker = ["celery", "-A", "verifik_admin", "worker", "--concurrency=1", "-n", f"h-{uuid.uuid4().hex[:8]}@%h"]
+    spawn(*worker, ready=lambda log: " ready." in log)
+    beat = ["celery", "-A", "verifik_admin", "beat", "--schedule", str(tmp_path / "beat-schedule")]
+    spawn(*beat, ready=lambda log: "beat pidbox: Connected" in log)
     verifik(count=5)
     run_sync(details=False)
-    wait_until(lambda: health(client) == (200, {"status": "ok", "checks": dict.fromkeys(CHECKS, "OK")}), 60, "200")
+    all_ok = (200, {"status": "ok", "checks": dict.fromkeys(CHECKS, "OK")})
+    wait_until(lambda: health(web) == all_ok, 60, lambda: f"200: {health(web)}")
 
     valkey.stop()
-    status, body = health(client)
+    status, body = health(web)
     assert status == 503 and "broker" in failing(body), body
     assert body["checks"]["database"] == body["checks"]["full_sync"] == "OK"
 
     valkey.start()  # same port: the worker and beat reconnect by themselves
-    wait_until(lambda: health(client)[0] == 200, 60, lambda: f"200 again: {health(client)}")
+    wait_until(lambda: health(web) == all_ok, 60, lambda: f"200 again: {health(web)}")
 
 
 def test_a_full_sync_older_than_two_intervals_fails_the_check(client, settings, admin_client):
