@@ -10,6 +10,7 @@ the embedded servers.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -25,6 +26,32 @@ DEMO_TOKEN = "demo-token"
 
 class Refused(Exception):
     """A reason not to start, said in one line."""
+
+
+class TolerantStream:
+    """stdout or stderr that may lose its reader (`make run | tee log`, and Ctrl-C ends tee first):
+    writes are then dropped instead of raising, so stopping every process still happens."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text):
+        self._try(self.stream.write, text)
+        return len(text)
+
+    def flush(self):
+        self._try(self.stream.flush)
+
+    def _try(self, call, *args):
+        if not self.broken:
+            try:
+                call(*args)
+            except OSError:
+                self.broken = True
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def check_port_free(port, variable):
@@ -88,6 +115,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # A `make run &` from a script starts with SIGINT ignored; Ctrl-C must still stop everything.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.stdout, sys.stderr = TolerantStream(sys.stdout), TolerantStream(sys.stderr)
     try:
         return run(args)
     except Refused as exc:
@@ -161,7 +189,11 @@ def serve(args, use_simulator):
     # A closed terminal (SIGHUP) stops everything as Ctrl-C does; honcho handles SIGINT and SIGTERM.
     signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     threading.Thread(target=after_start, args=(args, use_simulator, failed), daemon=True).start()
-    manager.loop()
+    try:
+        manager.loop()
+    finally:
+        with contextlib.suppress(KeyError):  # a process that never started has no pid
+            manager.kill()  # only what an exception in the loop left running
     return manager.returncode or 0
 
 
