@@ -128,7 +128,7 @@ def test_make_run_serves_a_healthy_admin_whose_syncs_workers_run_and_ctrl_c_leav
     log = tmp_path / "run.log"
     env = clean_env(DJANGO_DEBUG="true", DATABASE_URL=scratch_database)
     command = [sys.executable, "-m", "verifik_admin.run_local", "--port", str(web), "--sim-port", str(sim)]
-    command += ["--sim-count", "60"]
+    command += ["--sim-count", "60", "--data-dir", str(tmp_path / "data")]
     launcher = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )

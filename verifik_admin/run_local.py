@@ -90,14 +90,14 @@ def procfile_commands(path):
 
 def after_start(args, use_simulator, manager_failed):
     """Once the processes run: queue the first sync for the worker, then say where the admin is."""
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     try:
         if use_simulator:
             wait_for(lambda: answers(args.sim_port), 30, "the Verifik simulator")
         call_command("sync_registrations", queue=True)  # waits in the broker until the worker is ready
         wait_for(lambda: answers(args.port), 60, "the web server")
-    except Refused as exc:
+    except (Refused, CommandError) as exc:
         manager_failed(str(exc))
         return
     print(
@@ -112,6 +112,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8000, help="the admin's port (make: RUN_PORT)")
     parser.add_argument("--sim-port", type=int, default=8765, help="the simulator's port (make: SIM_PORT)")
     parser.add_argument("--sim-count", type=int, default=500, help="registrations the simulator serves")
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="the embedded Valkey's and beat's files")
     args = parser.parse_args(argv)
     # A `make run &` from a script starts with SIGINT ignored; Ctrl-C must still stop everything.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -141,17 +142,20 @@ def run(args):
     if use_simulator:
         check_port_free(args.sim_port, "SIM_PORT")
 
+    args.data_dir = args.data_dir.resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "DATABASE_URL": settings.DATABASE_URL,
         "RUN_PORT": str(args.port),
         "SIM_PORT": str(args.sim_port),
         "SIM_COUNT": str(args.sim_count),
+        "DATA_DIR": str(args.data_dir),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     }
     valkey = None
     if not settings.CELERY_BROKER_URL:
-        valkey = EmbeddedValkey(DATA / "valkey").start()
+        valkey = EmbeddedValkey(args.data_dir / "valkey").start()
         env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL = app.conf.broker_url = valkey.url(0)
         print(f"No CELERY_BROKER_URL: embedded Valkey on 127.0.0.1:{valkey.port}", flush=True)
     if getattr(settings, "EMBEDDED_POSTGRES", None):
@@ -176,6 +180,10 @@ def run(args):
 def serve(args, use_simulator):
     from honcho.manager import Manager
 
+    # Beat starts from a fresh schedule: one saved by an earlier run would send every overdue
+    # sync at once, next to the first full sync, which the single-flight lock would then skip.
+    for old_schedule in args.data_dir.glob("celerybeat-schedule*"):
+        old_schedule.unlink()
     commands = procfile_commands(ROOT / "Procfile.dev")
     names = ["web", "worker", "beat"] + (["simulator"] if use_simulator else [])
     manager = Manager()
