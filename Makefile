@@ -1,39 +1,41 @@
 # verifik-admin: `make run` serves the admin on demo data, `make test` runs every test.
+# docs/DEVELOPMENT.md explains both, the embedded servers and how to run one test.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+RUN_REQUIREMENTS := requirements.txt requirements-run.txt
+RUN_STAMP := $(VENV)/.run-$(shell cat $(RUN_REQUIREMENTS) | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat $(RUN_REQUIREMENTS) requirements-dev.txt | cksum | cut -d' ' -f1)
+RUN_PORT ?= 8000
 SIM_PORT ?= 8765
 SIM_COUNT ?= 500
-TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/verifik_admin
+# Empty: the tests start an embedded Postgres / Valkey. CI (.ci/run) names the system servers.
+TEST_DATABASE_URL ?=
+CELERY_TEST_BROKER_URL ?=
 
-.PHONY: install run test lint format pytest check-postgres browser worker beat bench clean
+.PHONY: install run test lint format pytest check-servers browser worker beat bench clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+
+# What running needs (make run); the test and lint tools come on top (make test).
+$(RUN_STAMP): $(RUN_REQUIREMENTS) | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-run.txt
+	rm -f $(VENV)/.run-* && touch $@
+
+$(STAMP): requirements-dev.txt $(RUN_STAMP)
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Without VERIFIK_API_TOKEN the simulator stands in for Verifik, on port $(SIM_PORT).
+# Web server, worker, beat (and the simulator without VERIFIK_API_TOKEN) from Procfile.dev, on
+# an embedded Postgres and Valkey unless DATABASE_URL / CELERY_BROKER_URL name servers. Ctrl-C stops all.
 run: export DJANGO_DEBUG ?= true
-run: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py create_demo_user
-	@set -e; \
-	if [ -z "$$VERIFIK_API_TOKEN" ]; then \
-	  echo "No VERIFIK_API_TOKEN: serving the Verifik simulator on 127.0.0.1:$(SIM_PORT)"; \
-	  $(PY) manage.py verifik_simulator --port $(SIM_PORT) --count $(SIM_COUNT) --token demo-token & SIM=$$!; \
-	  trap 'kill $$SIM 2>/dev/null' EXIT INT TERM; \
-	  export VERIFIK_API_BASE_URL=http://127.0.0.1:$(SIM_PORT) VERIFIK_API_TOKEN=demo-token; \
-	  for i in $$(seq 50); do $(PY) -c "import socket; socket.create_connection(('127.0.0.1', $(SIM_PORT)), 1)" 2>/dev/null && break; sleep 0.2; done; \
-	fi; \
-	$(PY) manage.py sync_registrations; \
-	echo "Admin: http://127.0.0.1:8000/admin/"; \
-	$(PY) manage.py runserver 127.0.0.1:8000
+run: $(RUN_STAMP)
+	@$(PY) -m verifik_admin.run_local --port $(RUN_PORT) --sim-port $(SIM_PORT) --sim-count $(SIM_COUNT)
 
 test: lint pytest
 
@@ -45,15 +47,22 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-pytest: install check-postgres browser
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
+# DATABASE_URL, else TEST_DATABASE_URL, else an embedded Postgres (verifik_admin/test_settings.py).
+pytest: install check-servers browser
+	@url="$${DATABASE_URL:-$(TEST_DATABASE_URL)}"; \
+	if [ -n "$$url" ]; then export DATABASE_URL="$$url"; else unset DATABASE_URL; fi; \
+	broker="$(CELERY_TEST_BROKER_URL)"; \
+	if [ -n "$$broker" ]; then export CELERY_TEST_BROKER_URL="$$broker"; else unset CELERY_TEST_BROKER_URL; fi; \
+	$(PY) -m pytest $(PYTEST_ARGS)
 
-check-postgres:
-	@pg_isready -q -d "$${DATABASE_URL:-$(TEST_DATABASE_URL)}" || { \
-	  echo "Postgres is not reachable at $${DATABASE_URL:-$(TEST_DATABASE_URL)}."; \
-	  echo "Start it (see docs/DEVELOPMENT.md, e.g. 'pg_ctlcluster 15 main start') or set DATABASE_URL."; exit 1; }
-	@redis-cli -u "$${CELERY_TEST_BROKER_URL:-redis://127.0.0.1:6379/15}" ping >/dev/null 2>&1 || { \
-	  echo "Redis is not reachable; the Celery tests need it. Start redis-server or set CELERY_TEST_BROKER_URL."; exit 1; }
+# Servers the environment names must answer; unnamed ones are embedded and need nothing.
+check-servers: install
+	@url="$${DATABASE_URL:-$(TEST_DATABASE_URL)}"; [ -z "$$url" ] || \
+	$(PY) -c "import psycopg, sys; psycopg.connect(sys.argv[1].rsplit('/', 1)[0] + '/postgres', connect_timeout=5).close()" "$$url" 2>/dev/null || { \
+	  echo "Postgres is not reachable at $$url. Start it (see docs/DEVELOPMENT.md), or unset DATABASE_URL and TEST_DATABASE_URL to use an embedded one."; exit 1; }
+	@broker="$(CELERY_TEST_BROKER_URL)"; [ -z "$$broker" ] || \
+	$(PY) -c "import redis, sys; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=5).ping()" "$$broker" 2>/dev/null || { \
+	  echo "Redis is not reachable at $$broker. Start it, or unset CELERY_TEST_BROKER_URL to use an embedded Valkey."; exit 1; }
 
 # The browser test drives Debian's Chromium; Playwright's own download cannot work offline.
 browser:
@@ -61,10 +70,10 @@ browser:
 	  echo "Installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-worker: install
+worker: $(RUN_STAMP)
 	$(VENV)/bin/celery -A verifik_admin worker --loglevel INFO
 
-beat: install
+beat: $(RUN_STAMP)
 	$(VENV)/bin/celery -A verifik_admin beat --loglevel INFO
 
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < requirements-bench.txt | cut -d' ' -f1)
@@ -72,9 +81,10 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet -r requirements-bench.txt
 	touch $@
 
-# Benchmarks (docs/BENCHMARKS.md): Postgres and Redis on localhost; BENCH_ARGS=--quick for a smoke run.
-bench: install check-postgres $(BENCH_STAMP)
+# Benchmarks (docs/BENCHMARKS.md): the system Postgres and Redis on localhost; BENCH_ARGS=--quick for a smoke run.
+bench: install $(BENCH_STAMP)
+	@pg_isready -q -h 127.0.0.1 || { echo "make bench needs the system Postgres on 127.0.0.1:5432 (docs/DEVELOPMENT.md)."; exit 1; }
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3* test-artifacts .pytest_cache
+	rm -rf $(VENV) .data staticfiles test-artifacts .pytest_cache

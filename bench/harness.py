@@ -25,11 +25,19 @@ def configure():
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
     os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")  # the test client speaks plain HTTP
+    os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")  # inline, unless a scenario starts workers
     os.environ["VERIFIK_API_TOKEN"] = TOKEN
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # The admin renders without `collectstatic`: plain static storage, as in the test settings.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 def free_port():

@@ -1,9 +1,11 @@
 """How the back office and the webhook ask for work: always through the Celery tasks.
 
-With a broker the task is queued and the answer is "queued". Without one
-(the embedded default) the task runs inline, and the answer carries the
-SyncRun that came back. Refreshes go through the debounce first: a request
-that joins a pending refresh queues nothing.
+With a broker the task is queued and the answer is "queued". In eager mode
+(CELERY_TASK_ALWAYS_EAGER=true: tests and debugging, never a fallback) the task
+runs inline, and the answer carries the SyncRun that came back. With neither,
+enqueueing raises NoBrokerConfigured, whose message says what to set.
+Refreshes go through the debounce first: a request that joins a pending
+refresh queues nothing.
 """
 
 from dataclasses import dataclass
@@ -52,13 +54,17 @@ def request_refresh(
     verifik_id = validate_registration_id(verifik_id)
     if sync.claim_refresh(verifik_id, kind=kind, trigger=trigger, user_id=user_id) != QUEUED:
         return Dispatched(queued=True, joined=True)
-    return _send(
-        tasks.refresh_registration, verifik_id, trigger=trigger, user_id=user_id, kind=kind, countdown=countdown
-    )
+    try:
+        return _send(
+            tasks.refresh_registration, verifik_id, trigger=trigger, user_id=user_id, kind=kind, countdown=countdown
+        )
+    except Exception:
+        sync.release_refresh(verifik_id)  # nothing was queued: the next request must not join a phantom
+        raise
 
 
 def request_refreshes(verifik_ids, *, user_id=None):
-    """Refresh many: one fan-out task with a broker, each inline without one."""
+    """Refresh many: one fan-out task with a broker, each inline in eager mode."""
     verifik_ids = [validate_registration_id(i) for i in verifik_ids]
     if not _eager():
         tasks.refresh_registrations.delay(verifik_ids, trigger=SyncRun.Trigger.USER, user_id=user_id)

@@ -98,9 +98,7 @@ def stale_q(covered_at, now=None):
 
 
 def estimated_total():
-    """Postgres' own row estimate for the registrations table; None elsewhere or before the first ANALYZE."""
-    if connection.vendor != "postgresql":
-        return None
+    """Postgres' own row estimate for the registrations table; None before the first ANALYZE."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [AppRegistration._meta.db_table]
@@ -110,9 +108,7 @@ def estimated_total():
 
 
 def estimated_rows(queryset):
-    """The planner's estimate of how many rows a queryset matches; None off Postgres."""
-    if connection.vendor != "postgresql":
-        return None
+    """The planner's estimate of how many rows a queryset matches."""
     try:
         sql, params = queryset.order_by().values("pk").query.sql_with_params()
     except EmptyResultSet:

@@ -1,8 +1,27 @@
 import pytest
+from django.db import connection
 
 from registrations.simulator import Faults, SimulatedVerifik, SimulatorServer
 
 TOKEN = "test-token-5e77c0de"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, dropped at the end even when something still holds a connection to it.
+
+    A worker killed mid-task, or a thread of a live server, can leave a session open;
+    DROP DATABASE then fails and the database stays behind. The benchmark smoke
+    test's scratch database (named after the test database) goes too.
+    """
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        name = connection.settings_dict["NAME"]
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}_bench_smoke" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 import time
 
+from django.db import connection
+
 from registrations.mapping import parse_timestamp
 from registrations.models import AppRegistration
 
@@ -48,3 +50,22 @@ def wait_until(predicate, timeout=30.0, what="the condition", interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
+
+
+def database_url(name=None):
+    """A URL for the suite's own server (system or embedded), naming `name` or the test database."""
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{name or s['NAME']}"
+
+
+def sync_lock_is_free():
+    """Nobody holds the single-flight lock of listing syncs in this database (other checkouts may, in theirs)."""
+    from registrations.sync import SYNC_LOCK_KEY
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND l.objid = %s AND d.datname = current_database()",
+            [SYNC_LOCK_KEY],
+        )
+        return cursor.fetchone()[0] == 0

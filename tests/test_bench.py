@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from .support import database_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VERIFIK_", "DATABASE_URL"))}
     # Named after the test database, so checkouts testing side by side never share one.
-    env["BENCH_DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}_bench_smoke"
+    env["BENCH_DATABASE_URL"] = database_url(f"{connection.settings_dict['NAME']}_bench_smoke")
     result = subprocess.run(
         [
             sys.executable,

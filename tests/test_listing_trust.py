@@ -8,9 +8,9 @@ from django.db import connection
 
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
-from registrations.sync import SYNC_LOCK_KEY, SyncFailed, run_sync
+from registrations.sync import SyncFailed, run_sync
 
-from .support import assert_mirrors
+from .support import assert_mirrors, sync_lock_is_free
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +114,7 @@ def test_a_listing_that_never_ends_stops_at_the_page_cap(verifik):
     with pytest.raises(SyncFailed, match="kept serving more pages") as excinfo:
         run_sync(details=False)
     assert excinfo.value.run.pages <= 2 + 10 + 1
-    assert lock_is_free()
+    assert sync_lock_is_free()
 
 
 def test_a_sync_past_its_time_limit_fails_with_the_reason_and_frees_the_lock(verifik, settings):
@@ -122,7 +122,7 @@ def test_a_sync_past_its_time_limit_fails_with_the_reason_and_frees_the_lock(ver
     settings.VERIFIK_SYNC_TIME_LIMIT = 0.15
     with pytest.raises(SyncFailed, match="Stopped after VERIFIK_SYNC_TIME_LIMIT"):
         run_sync(details=False)
-    assert lock_is_free()
+    assert sync_lock_is_free()
     settings.VERIFIK_SYNC_TIME_LIMIT = 600
     assert run_sync(details=False).outcome == SyncRun.Outcome.SUCCEEDED
 
@@ -150,17 +150,6 @@ def test_a_hung_statement_fails_the_run_at_the_statement_timeout_and_frees_the_l
         release.set()
         holder.join(10)
     assert SyncRun.objects.get(pk=excinfo.value.run.pk).outcome == SyncRun.Outcome.FAILED
-    assert lock_is_free()
+    assert sync_lock_is_free()
     assert run_sync(details=False).outcome == SyncRun.Outcome.SUCCEEDED
     assert_mirrors(account)
-
-
-def lock_is_free():
-    """Nobody holds the single-flight lock of listing syncs in this database."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-            "WHERE l.locktype = 'advisory' AND l.objid = %s AND d.datname = current_database()",
-            [SYNC_LOCK_KEY],
-        )
-        return cursor.fetchone()[0] == 0

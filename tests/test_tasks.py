@@ -11,26 +11,20 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from django.db import connection
 from django.urls import reverse
 
 from registrations import dispatch, tasks
 from registrations.models import AppRegistration, PendingRefresh, SyncRun, WebhookDelivery
 from registrations.simulator import Faults
-from registrations.sync import SYNC_LOCK_KEY, SyncFailed, run_sync
+from registrations.sync import SyncFailed, run_sync
 
 from .conftest import TOKEN
-from .support import assert_mirrors, wait_until
+from .support import assert_mirrors, database_url, sync_lock_is_free, wait_until
 
 BROKER_URL = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
-
-
-def worker_database_url():
-    s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def workers(broker, tmp_path):
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings",
-            "DATABASE_URL": worker_database_url(),
+            "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": BROKER_URL,
             "VERIFIK_API_BASE_URL": account.url,
             "VERIFIK_API_TOKEN": TOKEN,
@@ -99,12 +93,6 @@ def kill(process):
 
 def runs(kind=SyncRun.Kind.FULL):
     return list(SyncRun.objects.filter(kind=kind).order_by("pk"))
-
-
-def lock_is_free():
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", [SYNC_LOCK_KEY])
-        return cursor.fetchone()[0] == 0
 
 
 def test_a_sync_queued_from_the_command_line_mirrors_the_account(verifik, workers):
@@ -151,7 +139,7 @@ def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(veri
     kill(first)
     killed = SyncRun.objects.get()
     assert killed.outcome == "running" and 0 < AppRegistration.objects.count() < 300
-    wait_until(lambda: lock_is_free(), 30, "Postgres to free the dead worker's lock")
+    wait_until(lambda: sync_lock_is_free(), 30, "Postgres to free the dead worker's lock")
 
     workers(account, concurrency=1, VERIFIK_SYNC_DETAILS="false")
     send(broker, "sync_registrations", trigger="user")

@@ -37,6 +37,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # HTTPS hardening, on by default in production; `check --deploy` is clean with these.
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]  # load balancers probe over plain HTTP and take a redirect for a failure
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
@@ -59,7 +60,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "verifik_admin.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "verifik_admin.middleware.RejectNulBytesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -88,15 +91,27 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "verifik_admin.wsgi.application"
 
-# SQLite is the embedded default so `make run` works on a bare laptop;
-# Postgres is the production database and the one the tests run on.
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL with synchronous=NORMAL: one fsync per checkpoint instead of per commit.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        timeout=20, init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+# Postgres only. Production names its server; with DEBUG on and no DATABASE_URL
+# (`make run`, a developer's manage.py) the embedded Postgres of this checkout,
+# under .data/, is started, or shared with the process that started it.
+DATABASE_URL = env("DATABASE_URL", default="")
+if not DATABASE_URL:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not set. It is required when DJANGO_DEBUG is off, "
+            "e.g. postgres://user:password@host:5432/verifik_admin."
+        )
+    from .embedded import EmbeddedPostgres
+
+    EMBEDDED_POSTGRES = EmbeddedPostgres(BASE_DIR / ".data" / "postgres").start()
+    EMBEDDED_POSTGRES.create_database("verifik_admin")
+    DATABASE_URL = EMBEDDED_POSTGRES.url("verifik_admin")
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        "DATABASE_URL must point at Postgres (postgres://...); other databases, SQLite included, are not supported."
     )
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -112,8 +127,17 @@ TIME_ZONE = env("DJANGO_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
+# Dates in the admin carry their time zone (verifik_admin/formats/).
+FORMAT_MODULE_PATH = ["verifik_admin.formats"]
+
+# WhiteNoise serves the collected files (`collectstatic`, the Procfile's release step):
+# compressed (gzip, brotli) and with content hashes in their names, so browsers cache them forever.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- Verifik -----------------------------------------------------------------
 
@@ -173,29 +197,47 @@ VERIFIK_WEBHOOK_MAX_BYTES = env.int("VERIFIK_WEBHOOK_MAX_BYTES", default=256 * 1
 
 # --- Logging -------------------------------------------------------------------
 
-# Every line passes two filters: the bound context (run_id, task_id) and the
-# redaction of secrets (the webhook secret sits in request paths Django logs).
+# One line per record, JSON (for the log store) or plain text (for a terminal).
+# Every line carries the bound context (run_id, task_id, request_id) and passes
+# the redaction of secrets (the webhook secret sits in request paths Django logs),
+# in the message and, through the formatter, in every other field.
+LOG_FORMAT = env("DJANGO_LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be json or plain (got {LOG_FORMAT!r}).")
+LOG_SECRETS = [VERIFIK_WEBHOOK_SECRET, VERIFIK_API_TOKEN]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
         "context": {"()": "verifik_admin.logs.ContextFilter"},
-        "redact": {
-            "()": "verifik_admin.logs.RedactSecretsFilter",
-            "secrets": [VERIFIK_WEBHOOK_SECRET, VERIFIK_API_TOKEN],
-        },
+        "redact": {"()": "verifik_admin.logs.RedactSecretsFilter", "secrets": LOG_SECRETS},
     },
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["context", "redact"]}},
+    "formatters": {
+        "plain": {"()": "verifik_admin.logs.PlainFormatter", "secrets": LOG_SECRETS},
+        "json": {"()": "verifik_admin.logs.JsonFormatter", "secrets": LOG_SECRETS},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}
+    },
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # The request line comes from RequestIdMiddleware (with the request id); runserver's own is noise.
+    "loggers": {"django.server": {"level": "WARNING"}, "embedded_postgres": {"level": "WARNING"}},
 }
 
 # --- Celery --------------------------------------------------------------------
 
-# Without a broker, tasks run eagerly in the calling process: the embedded
-# default behind `make run`. Production sets CELERY_BROKER_URL (Redis).
+# Tasks go through a broker (Redis; `make run` starts an embedded Valkey) to the
+# workers. Eager mode (a task runs inside its caller) is never a fallback: only
+# CELERY_TASK_ALWAYS_EAGER=true turns it on, for tests and debugging. With DEBUG
+# on and neither, everything that needs no task still works; enqueueing says
+# that no broker is configured (verifik_admin/celery.py).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+if not CELERY_BROKER_URL and not CELERY_TASK_ALWAYS_EAGER and not DEBUG:
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is not set. It is required when DJANGO_DEBUG is off, e.g. redis://127.0.0.1:6379/0 "
+        "(or set CELERY_TASK_ALWAYS_EAGER=true to run tasks inline, for tests and debugging only)."
+    )
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a task lost with its worker runs again; every task is idempotent
@@ -211,6 +253,11 @@ if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= VERIFIK_SYNC_TIME_LI
     )
 CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers and beat log through LOGGING above
+# Beat answers pings (as celerybeat@host) only while its last tick is recent: under
+# 2x its loop interval, and at least 60 s. The health check counts on both.
+CELERY_BEAT_ENABLE_REMOTE_CONTROL = True
+CELERY_BEAT_MAX_LOOP_INTERVAL = 30
 
 VERIFIK_ACTIVE_SYNC_MINUTES = env.float("VERIFIK_ACTIVE_SYNC_MINUTES", default=5)
 VERIFIK_FULL_SYNC_HOURS = env.float("VERIFIK_FULL_SYNC_HOURS", default=24)
@@ -234,3 +281,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(days=1),
     },
 }
+
+# --- Health (GET /health/ and the admin index) --------------------------------
+
+HEALTH_FULL_SYNC_MAX_AGE = timedelta(hours=2 * VERIFIK_FULL_SYNC_HOURS)  # two full-sync intervals
+HEALTH_PING_TIMEOUT = timedelta(seconds=1)  # how long workers and beat get to answer a ping

@@ -3,11 +3,21 @@ from django.urls import path
 
 from registrations.webhooks import verifik_webhook
 
+from . import health
+
 admin.site.site_header = "verifik-admin"
 admin.site.site_title = "verifik-admin"
 admin.site.index_title = "Back office"
 
+
+def admin_index(request):
+    """The admin's own index, with the service health (templates/admin/index.html) for staff."""
+    return admin.site.index(request, extra_context={"health_checks": health.results_for_page()})
+
+
 urlpatterns = [
+    path("health/", health.HealthView.as_view(), name="health"),
+    path("admin/", admin.site.admin_view(admin_index)),  # before admin.site.urls, whose index it replaces
     path("admin/", admin.site.urls),
     path("webhooks/verifik/<str:secret>/", verifik_webhook, name="verifik-webhook"),
 ]

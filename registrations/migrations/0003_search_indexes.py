@@ -1,9 +1,8 @@
-"""Trigram indexes behind the admin's search, on Postgres only.
+"""Trigram indexes behind the admin's search.
 
 The admin's `icontains` compiles to `UPPER(col) LIKE UPPER('%term%')`, so each
 index is on UPPER(col). pg_trgm must be installable by the migrating role (or
-created beforehand by a superuser). Other databases get nothing: their search
-scans, which is fine for the embedded demo.
+created beforehand by a superuser).
 """
 
 from django.db import migrations
@@ -13,8 +12,6 @@ TABLE = "registrations_appregistration"
 
 
 def create(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
     schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     for column in COLUMNS:
         schema_editor.execute(
@@ -23,8 +20,6 @@ def create(apps, schema_editor):
 
 
 def drop(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
     for column in COLUMNS:
         schema_editor.execute(f"DROP INDEX IF EXISTS reg_{column}_trgm_idx")
 

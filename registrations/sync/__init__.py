@@ -11,6 +11,7 @@ from .details import claim_backlog, fetch_details_for
 from .listing import run_sync
 from .refresh import claim as claim_refresh
 from .refresh import fetch_and_store, refresh
+from .refresh import release as release_refresh
 from .runs import SYNC_LOCK_KEY, SyncFailed, build_client, prune_history
 from .upsert import Rejected, mark_removed, store_detail, store_page
 
@@ -26,6 +27,7 @@ __all__ = [
     "mark_removed",
     "prune_history",
     "refresh",
+    "release_refresh",
     "run_sync",
     "store_detail",
     "store_page",

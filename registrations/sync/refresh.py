@@ -64,6 +64,11 @@ def claim(verifik_id, *, kind=SyncRun.Kind.SINGLE, trigger=SyncRun.Trigger.USER,
         return AGAIN if pending.again else JOINED
 
 
+def release(verifik_id):
+    """Forget a claim whose refresh could not be queued (no broker answered)."""
+    PendingRefresh.objects.filter(verifik_id=verifik_id, state=PendingRefresh.State.QUEUED).delete()
+
+
 def _start(verifik_id):
     with transaction.atomic():
         _lock(verifik_id)
