@@ -9,10 +9,9 @@ from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper, Q, Subquery
 from django.utils import timezone
 
-from .models import AppRegistration, SyncRun
+from .models import LISTING_KINDS, AppRegistration, SyncRun
 
 STALE_AFTER = timedelta(hours=24)
-LISTING_KINDS = (SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE)
 
 
 def distinct_values(*field_names, limit=200):

@@ -76,6 +76,10 @@ class SyncRun(models.Model):
         return self.finished_at - self.started_at
 
 
+# The syncs that walk the listing (and share its single-flight lock), as opposed to single refreshes.
+LISTING_KINDS = (SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE)
+
+
 class WebhookDelivery(models.Model):
     """One POST from Verifik. Deliveries are unauthenticated hints: they only ever trigger a refresh."""
 

@@ -11,13 +11,12 @@ from django.db import DatabaseError, connection
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from ..models import SyncRun, WebhookDelivery
+from ..models import LISTING_KINDS, SyncRun, WebhookDelivery
 from ..verifik import VerifikClient, VerifikError
 
 log = logging.getLogger(__name__)
 
 SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id shared by every listing sync
-LISTING_KINDS = (SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE)
 MAX_LISTED_FAILURES = 1000  # rejected records listed on one run (all are counted)
 SINGLE_RUN_ABANDONED_AFTER = timedelta(hours=1)  # a refresh takes seconds; one running this long is dead
 
