@@ -6,8 +6,6 @@ from registrations.verifik import InvalidRegistrationId, validate_registration_i
 
 
 def describe(run):
-    if run.outcome == SyncRun.Outcome.SKIPPED:
-        return run.error
     result = next((name for name in ("created", "updated", "unchanged", "removed") if getattr(run, name)), "done")
     return f"refresh run #{run.pk} {run.outcome}: {result}"
 
