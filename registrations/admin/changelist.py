@@ -1,0 +1,85 @@
+"""The registrations list: narrow rows (the JSON payloads are never read) and queue views in waiting order.
+
+A queue view in its default order (oldest waiting first) is not sorted whole: its
+page comes from `queue.ordered_page`, which merges the index-ordered legs of the
+queue; its size from `queue.size`. Any other order, and "show all", use the
+ordinary query, which applies the same rules.
+"""
+
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.core.paginator import InvalidPage, Paginator
+
+from .. import queue
+from .filters import DecisionFilter, QueueFilter
+
+# The list shows counts only; these columns can be large.
+LIST_DEFERRED = [
+    "raw",
+    "populated",
+    "red_flags_details",
+    "failed_email_validations",
+    "failed_phone_validations",
+    "failed_biometric_validations",
+    "failed_document_validations",
+]
+
+
+class Counted:
+    """What a Paginator needs of a list it only counts."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def count(self):
+        return self.n
+
+
+class ReviewChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        return super().get_queryset(request, exclude_parameters).defer(*LIST_DEFERRED)
+
+    def queue_views(self):
+        """(queue view, decision view) from the query string, unknown values as None."""
+        view = self.params.get(QueueFilter.parameter_name)
+        decision = self.params.get(DecisionFilter.parameter_name)
+        view = view[-1] if isinstance(view, list) else view
+        decision = decision[-1] if isinstance(decision, list) else decision
+        return (
+            view if view in queue.QUEUE_VIEWS else None,
+            decision if decision in queue.DECISION_VIEWS else None,
+        )
+
+    def get_results(self, request):
+        view, decision = self.queue_views()
+        if ORDER_VAR in self.params or (view is None and decision is None):
+            return super().get_results(request)
+        excluded = [QueueFilter.parameter_name] if view else [DecisionFilter.parameter_name]
+        base = self.get_queryset(request, exclude_parameters=excluded)
+        reached = queue.checkpoint()
+        legs = queue.legs(base, view, decision if view else decision, user=request.user, reached=reached)
+        if legs is None:
+            return super().get_results(request)
+        size = queue.size(base, view, decision, user=request.user, reached=reached)
+        paginator = Paginator(Counted(size.count), self.list_per_page)
+        can_show_all = size.count <= self.list_max_show_all
+        multi_page = size.count > self.list_per_page
+        if self.show_all and can_show_all:
+            result_list = self.queryset._clone()
+        else:
+            try:
+                page = paginator.page(self.page_num)
+            except InvalidPage:
+                raise IncorrectLookupParameters from None
+            ids = queue.ordered_page(legs, page.start_index() - 1 if size.count else 0, self.list_per_page)
+            rows = {row.pk: row for row in self.queryset.order_by().filter(pk__in=ids)}
+            result_list = [rows[pk] for pk in ids if pk in rows]
+        self.result_count = size.count
+        self.result_count_estimated = size.estimated
+        self.show_full_result_count = self.model_admin.show_full_result_count
+        self.show_admin_actions = True
+        self.full_result_count = None
+        self.result_list = result_list
+        self.can_show_all = can_show_all
+        self.multi_page = multi_page
+        self.paginator = paginator
