@@ -15,7 +15,7 @@ TEXT = CharField()
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # status, decision, confirmation, assignment, comment, refresh
+    event: str  # status, decision, confirmation, assignment, comment, refresh
     at: datetime
     actor: str | None  # username; None for the sync
     a: str | None
@@ -32,7 +32,7 @@ def _text(expression):
 def _columns(kind, at, actor=None, a=None, b=None, c=None, d=None, ref=None):
     none = Value(None, output_field=TEXT)
     return {
-        "kind": Value(kind, output_field=TEXT),
+        "event": Value(kind, output_field=TEXT),
         "at": F(at),
         "actor": _text(F(actor)) if actor else none,
         "a": _text(F(a)) if a else none,

@@ -25,14 +25,19 @@ LIST_DEFERRED = [
 ]
 
 
-class Counted:
-    """What a Paginator needs of a list it only counts."""
+class MergedQueue:
+    """The queue view as a Paginator reads a list: a count, and slices fetched page by page."""
 
-    def __init__(self, n):
-        self.n = n
+    def __init__(self, legs, size, rows):
+        self.legs, self.size, self.rows = legs, size, rows
 
     def count(self):
-        return self.n
+        return self.size.count
+
+    def __getitem__(self, window):
+        ids = queue.ordered_page(self.legs, window.start or 0, window.stop - (window.start or 0))
+        found = {row.pk: row for row in self.rows.filter(pk__in=ids)}
+        return [found[pk] for pk in ids if pk in found]
 
 
 class ReviewChangeList(ChangeList):
@@ -61,19 +66,16 @@ class ReviewChangeList(ChangeList):
         if legs is None:
             return super().get_results(request)
         size = queue.size(base, view, decision, user=request.user, reached=reached)
-        paginator = Paginator(Counted(size.count), self.list_per_page)
+        paginator = Paginator(MergedQueue(legs, size, self.queryset.order_by()), self.list_per_page)
         can_show_all = size.count <= self.list_max_show_all
         multi_page = size.count > self.list_per_page
         if self.show_all and can_show_all:
             result_list = self.queryset._clone()
         else:
             try:
-                page = paginator.page(self.page_num)
+                result_list = paginator.page(self.page_num).object_list
             except InvalidPage:
                 raise IncorrectLookupParameters from None
-            ids = queue.ordered_page(legs, page.start_index() - 1 if size.count else 0, self.list_per_page)
-            rows = {row.pk: row for row in self.queryset.order_by().filter(pk__in=ids)}
-            result_list = [rows[pk] for pk in ids if pk in rows]
         self.result_count = size.count
         self.result_count_estimated = size.estimated
         self.show_full_result_count = self.model_admin.show_full_result_count

@@ -136,13 +136,13 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     def get_queryset(self, request):
         covered_at = sync_health(request).covered_at
-        queryset = super().get_queryset(request).with_range_dates()
+        queryset = self.model._default_manager.get_queryset().with_range_dates()
         queryset = queryset.select_related("review_state__assignee", "review_state__decision__reviewer")
-        queryset = queryset.annotate(
+        queryset = queue.with_review(queryset).annotate(
             covered_at=Value(covered_at, output_field=DateTimeField()),
             project_name=KeyTextTransform("name", KeyTransform("project", "populated")),
         )
-        return queue.with_review(queryset)
+        return queryset.order_by(*self.get_ordering(request))  # after the annotations it may sort on
 
     def get_changelist(self, request, **kwargs):
         return ReviewChangeList

@@ -259,7 +259,7 @@ def risk_summary(obj):
 
 def describe(event):
     """(when, who, what as HTML, tone) for one timeline event."""
-    kind, who = event.kind, event.actor
+    kind, who = event.event, event.actor
     if kind == "status":
         if event.a is None:
             what = format_html("First seen as {}", rendering.status_badge(event.b))
