@@ -2,14 +2,15 @@
 
 With a broker the task is queued and the answer is "queued". Without one
 (the embedded default) the task runs inline, and the answer carries the
-SyncRun that came back.
+SyncRun that came back. Refreshes go through the debounce first: a request
+that joins a pending refresh queues nothing.
 """
 
 from dataclasses import dataclass
 
-from . import tasks
+from . import sync, tasks
 from .models import SyncRun
-from .sync import SyncFailed
+from .sync.refresh import QUEUED
 from .verifik import validate_registration_id
 
 
@@ -17,32 +18,43 @@ from .verifik import validate_registration_id
 class Dispatched:
     queued: bool
     run: SyncRun | None = None
-    error: str = ""
+    joined: bool = False  # the request joined a refresh already queued or running
 
     @property
     def failed(self):
-        return bool(self.error)
+        return self.run is not None and self.run.outcome == SyncRun.Outcome.FAILED
+
+    @property
+    def error(self):
+        """Why the run failed or was skipped, in the words recorded on it."""
+        return self.run.error if self.run is not None else ""
 
 
 def _eager():
     return tasks.sync_registrations.app.conf.task_always_eager
 
 
-def _send(task, *args, **kwargs):
+def _send(task, *args, countdown=None, **kwargs):
     if not _eager():
-        task.delay(*args, **kwargs)
+        task.apply_async(args, kwargs, countdown=countdown)
         return Dispatched(queued=True)
     try:
-        run_pk = task.delay(*args, **kwargs).get()
-    except SyncFailed as exc:
-        return Dispatched(queued=False, run=exc.run, error=exc.run.error)
+        run_pk = task.apply_async(args, kwargs).get()
+    except sync.SyncFailed as exc:
+        return Dispatched(queued=False, run=exc.run)
     return Dispatched(queued=False, run=SyncRun.objects.get(pk=run_pk))
 
 
-def request_refresh(verifik_id, *, user_id=None, trigger=SyncRun.Trigger.USER, kind=SyncRun.Kind.SINGLE):
-    """Refresh one registration. Raises InvalidRegistrationId before anything is queued."""
+def request_refresh(
+    verifik_id, *, user_id=None, trigger=SyncRun.Trigger.USER, kind=SyncRun.Kind.SINGLE, countdown=None
+):
+    """Refresh one registration (after `countdown` seconds with a broker). Raises InvalidRegistrationId first."""
     verifik_id = validate_registration_id(verifik_id)
-    return _send(tasks.refresh_registration, verifik_id, trigger=trigger, user_id=user_id, kind=kind)
+    if sync.claim_refresh(verifik_id, kind=kind, trigger=trigger, user_id=user_id) != QUEUED:
+        return Dispatched(queued=True, joined=True)
+    return _send(
+        tasks.refresh_registration, verifik_id, trigger=trigger, user_id=user_id, kind=kind, countdown=countdown
+    )
 
 
 def request_refreshes(verifik_ids, *, user_id=None):

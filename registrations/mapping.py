@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+BIGINT = range(-(2**63), 2**63)  # what an integer column holds
+# Dates a column holds and every time zone can display (a day of margin at both ends of Python's range).
+EARLIEST, LATEST = datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)
+# Registrations still moving (Verifik's vocabulary, so it lives here): the active sync lists only these.
+ACTIVE_STATUSES = ("STARTED", "ONGOING", "NEEDS_MANUAL_VERIFICATION")
 
 # API key -> model field, for every reference to another Verifik object.
 REFERENCES = {
@@ -96,7 +101,13 @@ def parse_timestamp(value):
         raise MappingError(f"not an ISO 8601 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise MappingError(f"date out of range: {value[:40]!r}") from None
+    if not EARLIEST <= parsed <= LATEST:
+        raise MappingError(f"date out of range: {value[:40]!r}")
+    return parsed
 
 
 def _text(value):
@@ -112,13 +123,14 @@ def _integer(value):
         return None
     if isinstance(value, bool):
         raise MappingError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
-    raise MappingError(f"expected an integer, got {value!r:.40}")
+    whole_float = isinstance(value, float) and value.is_integer()
+    if whole_float or (isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,30}\s*", value)):
+        value = int(value)
+    if not isinstance(value, int):
+        raise MappingError(f"expected an integer, got {value!r:.40}")
+    if value not in BIGINT:
+        raise MappingError(f"integer outside the 64-bit range ({value.bit_length()} bits)")
+    return value
 
 
 def _boolean(value):
@@ -223,14 +235,22 @@ def map_registration(payload) -> MappedRegistration:
     return MappedRegistration(verifik_id=fields["verifik_id"], fields=fields, raw=raw, populated=populated)
 
 
+def canonical(payload) -> str:
+    """The payload's JSON as fingerprinted (and pre-checked for cleaning), escaped to ASCII."""
+    return json.dumps(payload, separators=(",", ":"), default=str)
+
+
+def fingerprint(canonical_json: str) -> str:
+    return hashlib.blake2b(canonical_json.encode(), digest_size=16).hexdigest()
+
+
 def payload_hash(payload) -> str:
     """A fingerprint of a payload, to tell an unchanged listing item without reading its row.
 
     Keys are not sorted: Verifik serialises a stored document the same way
     each time, and a reordering would only cost one redundant write.
     """
-    canonical = json.dumps(payload, separators=(",", ":"), default=str)
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    return fingerprint(canonical(payload))
 
 
 def _without(value, redact):

@@ -229,6 +229,9 @@ class SimulatedVerifik:
         self.detail_requests = 0
         self.detail_ids = []
         self.before_list_page = None  # hook(page_number) for tests that change data mid-walk
+        self.list_transform = None  # hook(body, page_number) -> body: a listing that answers oddly
+        self.ignore_in_status = False  # serve every status when asked with in_status, as a careless API would
+        self.failing_ids = set()  # detail GETs of these ids answer 503
 
     def _reindex(self):
         self.by_id = {r["_id"]: r for r in self.records}
@@ -362,6 +365,8 @@ class SimulatedVerifik:
             self.detail_ids.append(registration_id)
             if len(registration_id) != 24:
                 return 400, {"code": "InvalidParameter", "message": "400:id must be a valid ObjectId"}
+            if registration_id in self.failing_ids:
+                return 503, {"code": "Unavailable", "message": "503:Unavailable"}
             record = self.by_id.get(registration_id)
             if record is None:
                 return 404, {"code": "AppRegistration_not_found", "message": "404:AppRegistration_not_found"}
@@ -377,7 +382,8 @@ class SimulatedVerifik:
             return 409, {"code": "MissingParameter", "message": "limit must be between 1 and 100"}
         if page < 1:
             return 400, {"code": "InvalidParameter", "message": "400:page must be at least 1"}
-        statuses = [s for v in params.get("in_status", []) for s in v.split(",") if s] + params.get("where_status", [])
+        in_status = [] if self.ignore_in_status else [s for v in params.get("in_status", []) for s in v.split(",") if s]
+        statuses = in_status + params.get("where_status", [])
         if self.before_list_page:
             self.before_list_page(page)
         with self.lock:
@@ -389,7 +395,8 @@ class SimulatedVerifik:
                 chunk = chunk[: len(chunk) // 2]
             items = [self.present(r, populates, LIST_POPULATES) for r in chunk]
         pages = max(1, -(-total // limit))
-        return 200, {"data": items, "total": total, "limit": limit, "page": page, "pages": pages}
+        body = {"data": items, "total": total, "limit": limit, "page": page, "pages": pages}
+        return 200, self.list_transform(body, page) if self.list_transform else body
 
 
 class _Handler(BaseHTTPRequestHandler):

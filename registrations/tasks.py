@@ -2,25 +2,44 @@
 
 Other tools call these by name, so the names and arguments are a contract.
 Every task is idempotent (acks_late is on): a task lost with its worker can
-simply run again.
+simply run again. Every task has a soft and a hard time limit (settings).
 """
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from . import sync
 from .models import SyncRun
+from .sync.refresh import QUEUED
 from .verifik import VerifikError
+
+RETRY_BACKOFF_CAP = 600  # seconds: the longest wait between two tries of a task
+# Hard limits leave the soft limit's handler time to record the failure.
+SYNC_LIMITS = {
+    "soft_time_limit": settings.VERIFIK_SYNC_TIME_LIMIT + 60,
+    "time_limit": settings.VERIFIK_SYNC_TIME_LIMIT + 300,
+}
+SHORT_LIMITS = {
+    "soft_time_limit": settings.VERIFIK_TASK_TIME_LIMIT,
+    "time_limit": settings.VERIFIK_TASK_TIME_LIMIT + 30,
+}
 
 
 def _retry_or_raise(task, exc):
-    """Transient failures try again later with backoff; anything else fails now.
+    """Transient failures try again later with Celery's exponential backoff and full jitter; anything else fails now.
 
-    Eager tasks (no broker) never retry: their caller is waiting, and the
-    client has already retried with backoff.
+    Eager tasks never retry: their caller is waiting, and the client has
+    already retried with backoff.
     """
     if exc.retryable and not task.request.is_eager and task.request.retries < settings.VERIFIK_TASK_MAX_RETRIES:
-        raise task.retry(countdown=sync.retry_countdown(task.request.retries), exc=exc)
+        countdown = get_exponential_backoff_interval(
+            factor=max(1, round(settings.VERIFIK_TASK_RETRY_BACKOFF)),  # Celery's jitter draws whole seconds
+            retries=task.request.retries,
+            maximum=RETRY_BACKOFF_CAP,
+            full_jitter=True,
+        )
+        raise task.retry(countdown=countdown, exc=exc)
     raise exc
 
 
@@ -29,37 +48,59 @@ def _fan_out_details(run, verifik_ids):
         fetch_registration_details.delay(verifik_id, run.pk)
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, **SYNC_LIMITS)
 def sync_registrations(self, statuses=None, trigger=SyncRun.Trigger.SCHEDULE, user_id=None):
-    """A full sync, or only the given statuses; detail fetches fan out as rate-limited tasks."""
+    """A full sync, or only the given statuses; detail fetches fan out as paced tasks."""
     try:
-        run = sync.run_sync(statuses=statuses, trigger=trigger, user_id=user_id, on_details=_fan_out_details)
+        run = sync.run_sync(
+            statuses=statuses, trigger=trigger, user_id=user_id, on_details=_fan_out_details, task_id=self.request.id
+        )
     except sync.SyncFailed as exc:
         _retry_or_raise(self, exc)
     return run.pk
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, **SHORT_LIMITS)
 def refresh_registration(self, verifik_id, trigger=SyncRun.Trigger.USER, user_id=None, kind=SyncRun.Kind.SINGLE):
+    """One registration from the detail endpoint; requests that arrived meanwhile queue exactly one more."""
+
+    def again():
+        refresh_registration.apply_async((verifik_id,), {"trigger": trigger, "user_id": user_id, "kind": kind})
+
     try:
-        run = sync.refresh(verifik_id, trigger=trigger, user_id=user_id, kind=kind)
+        run = sync.refresh(
+            verifik_id,
+            trigger=trigger,
+            user_id=user_id,
+            kind=kind,
+            task_id=self.request.id,
+            on_again=None if self.request.is_eager else again,
+        )
     except sync.SyncFailed as exc:
         _retry_or_raise(self, exc)
     return run.pk
 
 
-@shared_task
+@shared_task(**SHORT_LIMITS)
 def refresh_registrations(verifik_ids, trigger=SyncRun.Trigger.USER, user_id=None):
-    """Fan out one refresh per id."""
+    """Fan out one refresh per id (each through the debounce)."""
     for verifik_id in verifik_ids:
-        refresh_registration.delay(verifik_id, trigger=trigger, user_id=user_id)
+        if sync.claim_refresh(verifik_id, trigger=trigger, user_id=user_id) == QUEUED:
+            refresh_registration.delay(verifik_id, trigger=trigger, user_id=user_id)
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, **SHORT_LIMITS)
 def fetch_registration_details(self, verifik_id, sync_run_id):
-    """One detail fetch of a sync's fan-out (rate-limited by VERIFIK_DETAIL_RATE per worker)."""
+    """One detail fetch of a sync's fan-out (paced by VERIFIK_DETAIL_RATE per worker process)."""
     last_attempt = self.request.retries >= settings.VERIFIK_TASK_MAX_RETRIES
     try:
         sync.fetch_details_for(sync_run_id, verifik_id, last_attempt=last_attempt)
     except VerifikError as exc:
         _retry_or_raise(self, exc)
+
+
+@shared_task(**SHORT_LIMITS)
+def prune_sync_history():
+    """Daily: SyncRuns and WebhookDeliveries older than VERIFIK_KEEP_RUNS_DAYS go."""
+    runs, deliveries = sync.prune_history()
+    return {"sync_runs": runs, "webhook_deliveries": deliveries}

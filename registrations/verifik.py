@@ -138,22 +138,9 @@ class VerifikClient:
         if project:
             params.append(("where_project", project))
         params += [("populates[]", name) for name in populates]
-        body = self._get_json(REGISTRATIONS_PATH, params)
-        data = body.get("data")
-        if not isinstance(data, list):
-            raise BadResponse(f"GET {REGISTRATIONS_PATH}: expected a list under 'data'", path=REGISTRATIONS_PATH)
-        try:
-            return Page(
-                items=data,
-                page=int(body.get("page", page)),
-                pages=int(body.get("pages", 1)),
-                total=int(body.get("total", len(data))),
-                limit=int(body.get("limit", limit)),
-            )
-        except (TypeError, ValueError):
-            raise BadResponse(
-                f"GET {REGISTRATIONS_PATH}: pagination fields are not numbers", path=REGISTRATIONS_PATH
-            ) from None
+        body = self._get_json(REGISTRATIONS_PATH, params, validate=lambda body: _listing_problem(body, page))
+        pages, total = _count(body, "pages"), _count(body, "total")
+        return Page(items=body["data"], page=page, pages=pages, total=total, limit=limit)
 
     def iter_pages(self, limit=MAX_PAGE_SIZE, statuses=None, project=None, populates=(), start=1):
         """Every page from `start` to the last one the API reports, one request at a time."""
@@ -176,7 +163,8 @@ class VerifikClient:
 
     # --- transport --------------------------------------------------------------
 
-    def _get_json(self, path, params):
+    def _get_json(self, path, params, validate=None):
+        """GET and parse, retrying what may pass; `validate(body)` names a problem that makes the body unusable."""
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             try:
@@ -190,7 +178,11 @@ class VerifikClient:
                 error = self._error_for(response, path)
                 if error is None:
                     try:
-                        return self._parse(response, path)
+                        body = self._parse(response, path)
+                        problem = validate(body) if validate else None
+                        if problem is None:
+                            return body
+                        error = BadResponse(f"GET {path}: {problem}", path=path, status=200, retryable=True)
                     except BadResponse as bad:
                         error = bad
             if not error.retryable or attempt >= self.max_retries:
@@ -214,6 +206,8 @@ class VerifikClient:
     def _parse(self, response, path):
         try:
             body = response.json()
+        except RecursionError:
+            raise BadResponse(f"GET {path}: answered JSON nested too deep to read", path=path) from None
         except ValueError:
             kind = "truncated JSON" if response.text.lstrip().startswith(("{", "[")) else "a non-JSON body"
             raise BadResponse(
@@ -243,6 +237,25 @@ class VerifikClient:
         if self._token and self._token in text:
             text = text.replace(self._token, "***")
         return text
+
+
+def _count(body, key):
+    """A non-negative whole number sent as a number or as digits, else None."""
+    value = body.get(key)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _listing_problem(body, asked_page):
+    """Why a listing answer cannot be believed, or None. An unproven page never counts toward completeness."""
+    if not isinstance(body.get("data"), list):
+        return "listing answer has no list under 'data'"
+    if _count(body, "total") is None or _count(body, "pages") is None:
+        return "listing answer lacks a numeric 'total' and 'pages'"
+    if "page" in body and _count(body, "page") != asked_page:
+        return f"listing answered page {body['page']!r} when page {asked_page} was asked for"
+    return None
 
 
 def _server_message(response):

@@ -35,7 +35,7 @@ def page_body(items, page=1, pages=1):
 
 @responses.activate
 def test_list_page_sends_the_token_and_the_filters(client):
-    responses.get(LIST, json=page_body([{"_id": ID}]))
+    responses.get(LIST, json=page_body([{"_id": ID}], page=2, pages=2))
     page = client.list_page(2, 50, statuses=["STARTED", "ONGOING"], project="p" * 24, populates=["project"])
     request = responses.calls[0].request
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -136,12 +136,30 @@ def test_an_html_page_with_200_is_a_bad_response(client):
         client.list_page()
 
 
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"data": {"not": "a list"}, "total": 1, "pages": 1}, "no list under 'data'"),
+        ({"data": []}, "lacks a numeric 'total' and 'pages'"),
+        ({"data": [], "total": "many", "pages": 1}, "lacks a numeric 'total' and 'pages'"),
+        ({"data": [], "total": 5, "pages": True}, "lacks a numeric 'total' and 'pages'"),
+        ({"data": [], "total": 5, "pages": 1, "page": 3}, "answered page 3 when page 1 was asked for"),
+    ],
+)
 @responses.activate
-def test_a_body_of_the_wrong_shape_is_not_retried(client):
-    responses.get(LIST, json={"data": {"not": "a list"}})
-    with pytest.raises(BadResponse, match="expected a list"):
+def test_a_listing_answer_that_cannot_be_believed_is_retried_then_refused(client, body, reason):
+    responses.get(LIST, json=body)
+    with pytest.raises(BadResponse, match=reason) as excinfo:
         client.list_page()
-    assert len(responses.calls) == 1
+    assert len(responses.calls) == 4 and "gave up after 4 attempts" in str(excinfo.value)
+
+
+@responses.activate
+def test_a_listing_answer_that_heals_on_retry_is_used(client):
+    responses.get(LIST, json={"data": []})
+    responses.get(LIST, json={"data": [{"_id": ID}], "total": "1", "pages": "1", "page": "1"})
+    page = client.list_page()
+    assert (page.items, page.total, page.pages, len(responses.calls)) == ([{"_id": ID}], 1, 1, 2)
 
 
 @responses.activate

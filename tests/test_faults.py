@@ -5,11 +5,10 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from registrations import sync
-from registrations.mapping import payload_hash
+from registrations.mapping import map_registration, payload_hash
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
-from registrations.sync import SyncFailed, refresh, run_sync, store_detail, store_page
+from registrations.sync import SyncFailed, refresh, run_sync, store_detail, store_page, upsert
 from registrations.verifik import VerifikClient
 
 from .conftest import TOKEN
@@ -97,8 +96,8 @@ def test_the_upsert_itself_refuses_older_data(verifik):
     account = verifik(count=3)
     record = account.records[0]
     store_detail({**record, "updatedAt": "2099-01-01T00:00:00Z", "name": "Newest"})
-    mapped = sync.mapping.map_registration({**record, "name": "Older"})
-    sync._upsert([sync._row(mapped, now=mapped.fields["updated_at"], listing_hash=payload_hash(record))])
+    mapped = map_registration({**record, "name": "Older"})
+    upsert.write([upsert._row(mapped, now=mapped.fields["updated_at"], listing_hash=payload_hash(record))], "listing")
     assert AppRegistration.objects.get(verifik_id=record["_id"]).name == "Newest"
 
 

@@ -3,10 +3,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from registrations import sync
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
-from registrations.sync import SyncFailed, refresh, run_sync
+from registrations.sync import SyncFailed, details, refresh, run_sync
 from registrations.verifik import InvalidRegistrationId
 
 from .support import assert_mirrors
@@ -218,24 +217,12 @@ def test_refresh_command_refuses_a_malformed_id(verifik):
     assert account.request_count == 0
 
 
-@pytest.mark.parametrize(
-    "text, rate", [("10/s", 10), ("600/m", 10), ("36000/h", 10), ("5", 5), ("0", None), ("", None)]
-)
-def test_detail_rates_read_like_celery_rates(text, rate):
-    assert sync.parse_rate(text) == rate
-
-
-def test_a_bad_detail_rate_is_refused():
-    with pytest.raises(ValueError, match="not a rate"):
-        sync.parse_rate("10/day")
-
-
 def test_the_pacer_spaces_calls_evenly(monkeypatch):
     slept = []
     now = [100.0]
-    monkeypatch.setattr(sync.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(sync.time, "sleep", slept.append)
-    pacer = sync.Pacer()
+    monkeypatch.setattr(details.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(details.time, "sleep", slept.append)
+    pacer = details.Pacer()
     for _ in range(4):
         pacer.wait(10)
     assert slept == pytest.approx([0.1, 0.2, 0.3])

@@ -12,11 +12,12 @@ import pytest
 import redis
 from celery import Celery
 from django.db import connection
+from django.urls import reverse
 
-from registrations import tasks
-from registrations.models import AppRegistration, SyncRun
+from registrations import dispatch, tasks
+from registrations.models import AppRegistration, PendingRefresh, SyncRun, WebhookDelivery
 from registrations.simulator import Faults
-from registrations.sync import SYNC_LOCK_KEY, SyncFailed
+from registrations.sync import SYNC_LOCK_KEY, SyncFailed, run_sync
 
 from .conftest import TOKEN
 from .support import assert_mirrors, wait_until
@@ -61,7 +62,7 @@ def workers(broker, tmp_path):
             "VERIFIK_BACKOFF": "0.001",
             "VERIFIK_RETRY_AFTER_CAP": "0.05",
             "VERIFIK_PAGE_SIZE": "10",
-            "VERIFIK_TASK_RETRY_BACKOFF": "0.2",
+            "VERIFIK_TASK_RETRY_BACKOFF": "1",
             "VERIFIK_DETAIL_RATE": "1000/s",
             **{key: str(value) for key, value in extra_env.items()},
         }
@@ -190,6 +191,59 @@ def test_an_auth_rejection_is_not_retried(verifik, broker, workers):
     assert account.request_count == 1, "the client does not retry a 401"
 
 
+@pytest.fixture
+def queued(broker):
+    """This process queues tasks on the test broker instead of running them inline (as production does)."""
+    conf = tasks.sync_registrations.app.conf
+    saved = conf.task_always_eager, conf.broker_url
+    conf.task_always_eager, conf.broker_url = False, BROKER_URL
+    yield
+    conf.task_always_eager, conf.broker_url = saved
+
+
+def test_a_burst_of_100_webhooks_for_one_registration_costs_at_most_two_gets(
+    verifik, workers, queued, client, settings
+):
+    account = verifik(count=10, faults=Faults(latency=0.2))
+    run_sync(details=False)
+    settings.VERIFIK_WEBHOOK_DEBOUNCE_SECONDS = 3
+    workers(account, concurrency=2)
+    target = account.records[4]["_id"]
+    account.reset_stats()
+    url = reverse("verifik-webhook", args=["test-webhook-secret"])
+    body = {"type": "onboarding_app_registration_ongoing", "object": {"_id": target}}
+    for n in range(100):
+        if n == 50:
+            account.update(target, status="COMPLETED", notes="changed upstream midway")
+        response = client.post(url, data=body, content_type="application/json")
+        assert response.status_code == 200
+    served = lambda: not WebhookDelivery.objects.filter(sync_run__isnull=True).exists()  # noqa: E731
+    wait_until(served, 60, "every delivery to be served by a refresh")
+    wait_until(lambda: not PendingRefresh.objects.exists(), 30, "the debounce to settle")
+    assert 1 <= account.detail_ids.count(target) <= 2 and set(account.detail_ids) == {target}
+    row = AppRegistration.objects.get(verifik_id=target)
+    assert (row.status, row.notes) == ("COMPLETED", "changed upstream midway")
+    assert set(WebhookDelivery.objects.values_list("outcome", flat=True)) == {"refreshed"}
+    assert SyncRun.objects.filter(kind="webhook").exclude(task_id="").count() == account.detail_ids.count(target)
+
+
+def test_a_request_while_a_refresh_runs_schedules_exactly_one_more(verifik, workers, queued):
+    account = verifik(count=5, faults=Faults(latency=1.0))
+    target = account.records[0]["_id"]
+    worker = workers(account, concurrency=2)
+    first = dispatch.request_refresh(target)
+    running = lambda: PendingRefresh.objects.filter(state="running").exists()  # noqa: E731
+    wait_until(running, 30, lambda: f"the refresh to start; worker log:\n{worker.log.read_text()[-3000:]}")
+    account.update(target, notes="changed while the first refresh ran")
+    joined = [dispatch.request_refresh(target) for _ in range(5)]
+    assert first.queued and not first.joined and all(j.joined for j in joined)
+    done = lambda: SyncRun.objects.filter(kind="single", outcome="succeeded").count() == 2  # noqa: E731
+    wait_until(done, 60, "the second refresh")
+    wait_until(lambda: not PendingRefresh.objects.exists(), 30, "the debounce to settle")
+    assert account.detail_ids == [target, target]
+    assert AppRegistration.objects.get(verifik_id=target).notes == "changed while the first refresh ran"
+
+
 def test_eager_tasks_fail_fast_to_their_caller(verifik, settings):
     account = verifik(count=10, faults=Faults(fail_first=1))
     settings.VERIFIK_MAX_RETRIES = 0
@@ -202,15 +256,16 @@ def test_eager_tasks_fail_fast_to_their_caller(verifik, settings):
     assert account.request_count == 2
 
 
-def test_refresh_tasks_fan_out_and_repeat_refreshes_collapse(verifik):
+def test_eager_refresh_fan_out_runs_one_refresh_per_request(verifik):
+    """Inline there is no queue to join: each request runs, one after the other, and leaves nothing pending."""
     account = verifik(count=6)
     ids = [r["_id"] for r in account.records[:3]]
     tasks.refresh_registrations.delay(ids + ids[:1])
     single = runs(SyncRun.Kind.SINGLE)
-    assert [r.outcome for r in single] == ["succeeded"] * 3 + ["skipped"]
-    assert "Collapsed into refresh run" in single[3].error
+    assert [r.outcome for r in single] == ["succeeded"] * 4
+    assert [r.created + r.updated + r.unchanged for r in single] == [1, 1, 1, 1] and single[3].unchanged == 1
     assert set(AppRegistration.objects.values_list("verifik_id", flat=True)) == set(ids)
-    assert account.detail_requests == 3
+    assert account.detail_requests == 4 and not PendingRefresh.objects.exists()
 
 
 def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
@@ -218,7 +273,8 @@ def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
         "from verifik_admin.celery import app; s = app.conf.beat_schedule;"
         "a = s['sync-active-registrations']; f = s['sync-all-registrations'];"
         "print(a['task'], a['schedule'].total_seconds(), ','.join(a['kwargs']['statuses']));"
-        "print(f['task'], f['schedule'].total_seconds(), f['kwargs'].get('statuses'))"
+        "print(f['task'], f['schedule'].total_seconds(), f['kwargs'].get('statuses'));"
+        "p = s['prune-sync-history']; print(p['task'], p['schedule'].total_seconds())"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings"}
     env.update(VERIFIK_ACTIVE_SYNC_MINUTES="2", VERIFIK_FULL_SYNC_HOURS="12")
@@ -231,4 +287,5 @@ def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
         check=True,
     ).stdout.split("\n")
     assert out[0] == "registrations.tasks.sync_registrations 120.0 STARTED,ONGOING,NEEDS_MANUAL_VERIFICATION"
+    assert out[2] == "registrations.tasks.prune_sync_history 86400.0"
     assert out[1] == f"registrations.tasks.sync_registrations {timedelta(hours=12).total_seconds()} None"

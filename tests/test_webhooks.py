@@ -76,12 +76,15 @@ def test_validation_events_refresh_the_registration_they_reference(client, accou
         assert WebhookDelivery.objects.get().verifik_id == record["_id"]
 
 
-def test_repeated_deliveries_within_seconds_collapse_into_one_refresh(client, account):
+def test_each_delivery_records_the_refresh_that_served_it(client, account):
+    """Inline (no broker) each delivery is served at once; with a worker, bursts collapse (test_tasks)."""
     record = account.records[1]
     body = {"type": "onboarding_app_registration_ongoing", "object": {"_id": record["_id"]}}
     outcomes = [post(client, body).json()["outcome"] for _ in range(3)]
-    assert outcomes == ["refreshed", "collapsed", "collapsed"]
-    assert account.detail_requests == 1
+    assert outcomes == ["refreshed"] * 3
+    deliveries = WebhookDelivery.objects.order_by("pk")
+    assert [d.sync_run.outcome for d in deliveries] == ["succeeded"] * 3
+    assert len({d.sync_run_id for d in deliveries}) == 3 and account.detail_requests == 3
 
 
 def test_unknown_event_types_are_recorded_as_ignored(client, account):

@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from registrations.mapping import ACTIVE_STATUSES  # Verifik's vocabulary: pure, imports nothing of Django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -145,7 +147,22 @@ if not 1 <= VERIFIK_PAGE_SIZE <= 100:
     raise ImproperlyConfigured(f"VERIFIK_PAGE_SIZE must be between 1 and 100 (got {VERIFIK_PAGE_SIZE}).")
 VERIFIK_POPULATES = env.list("VERIFIK_POPULATES", default=VERIFIK_ALL_POPULATES)
 VERIFIK_SYNC_DETAILS = env.bool("VERIFIK_SYNC_DETAILS", default=True)
-VERIFIK_REFRESH_COLLAPSE_SECONDS = env.float("VERIFIK_REFRESH_COLLAPSE_SECONDS", default=5.0)
+# A webhook's refresh waits this long in the queue, so a burst of deliveries for one registration costs one GET.
+VERIFIK_WEBHOOK_DEBOUNCE_SECONDS = env.float("VERIFIK_WEBHOOK_DEBOUNCE_SECONDS", default=1.0)
+# A full sync refuses to mark more than this fraction of the stored registrations removed upstream at once.
+VERIFIK_REMOVAL_MAX_FRACTION = env.float("VERIFIK_REMOVAL_MAX_FRACTION", default=0.05)
+# The detail backlog: a queued fetch is not queued again for this long; after this many failures in a row
+# a registration backs off (1 h, doubling, at most a day).
+VERIFIK_DETAIL_REQUEUE_MINUTES = env.float("VERIFIK_DETAIL_REQUEUE_MINUTES", default=60)
+VERIFIK_DETAIL_MAX_FAILURES = env.int("VERIFIK_DETAIL_MAX_FAILURES", default=5)
+# Deadlines: a listing sync stops after VERIFIK_SYNC_TIME_LIMIT seconds (its Celery task has soft and hard
+# limits just past it); refresh and detail tasks after VERIFIK_TASK_TIME_LIMIT; any one statement of a
+# sync after VERIFIK_SYNC_STATEMENT_TIMEOUT. A run that hits one fails with that reason and frees the lock.
+VERIFIK_SYNC_TIME_LIMIT = env.float("VERIFIK_SYNC_TIME_LIMIT", default=2 * 3600)
+VERIFIK_TASK_TIME_LIMIT = env.float("VERIFIK_TASK_TIME_LIMIT", default=120)
+VERIFIK_SYNC_STATEMENT_TIMEOUT = env.float("VERIFIK_SYNC_STATEMENT_TIMEOUT", default=300)
+# SyncRuns and webhook deliveries older than this are pruned daily (the latest full sync of each outcome stays).
+VERIFIK_KEEP_RUNS_DAYS = env.int("VERIFIK_KEEP_RUNS_DAYS", default=90)
 # Keys dropped, at any depth, from `raw` and `populated` before they are stored (bulky or sensitive content).
 VERIFIK_RAW_REDACT = env.list("VERIFIK_RAW_REDACT", default=[])
 # Largest stored part of a payload (one top-level key of `raw`, one populated object), in bytes of JSON.
@@ -192,6 +209,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3 * 3600)}
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= VERIFIK_SYNC_TIME_LIMIT + 300:
+    # Redis would hand a still-running sync (acks_late) to a second worker.
+    raise ImproperlyConfigured(
+        "VERIFIK_SYNC_TIME_LIMIT plus 300 s must stay below CELERY_VISIBILITY_TIMEOUT "
+        f"({VERIFIK_SYNC_TIME_LIMIT:g} + 300 >= {CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']})."
+    )
 CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -199,17 +222,21 @@ VERIFIK_ACTIVE_SYNC_MINUTES = env.float("VERIFIK_ACTIVE_SYNC_MINUTES", default=5
 VERIFIK_FULL_SYNC_HOURS = env.float("VERIFIK_FULL_SYNC_HOURS", default=24)
 VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="10/s")  # per worker process: 10/s, 600/m; 0 = unlimited
 VERIFIK_TASK_MAX_RETRIES = env.int("VERIFIK_TASK_MAX_RETRIES", default=5)
-VERIFIK_TASK_RETRY_BACKOFF = env.float("VERIFIK_TASK_RETRY_BACKOFF", default=30.0)
+VERIFIK_TASK_RETRY_BACKOFF = env.int("VERIFIK_TASK_RETRY_BACKOFF", default=30)  # whole seconds, doubled per retry
 
 CELERY_BEAT_SCHEDULE = {
     "sync-active-registrations": {
         "task": "registrations.tasks.sync_registrations",
         "schedule": timedelta(minutes=VERIFIK_ACTIVE_SYNC_MINUTES),
-        "kwargs": {"statuses": ["STARTED", "ONGOING", "NEEDS_MANUAL_VERIFICATION"], "trigger": "schedule"},
+        "kwargs": {"statuses": list(ACTIVE_STATUSES), "trigger": "schedule"},
     },
     "sync-all-registrations": {
         "task": "registrations.tasks.sync_registrations",
         "schedule": timedelta(hours=VERIFIK_FULL_SYNC_HOURS),
         "kwargs": {"trigger": "schedule"},
+    },
+    "prune-sync-history": {
+        "task": "registrations.tasks.prune_sync_history",
+        "schedule": timedelta(days=1),
     },
 }

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from ..models import SyncRun
 from . import rendering
@@ -19,7 +19,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
         "created",
         "updated",
         "unchanged",
-        "failed",
+        "rejected",
         "removed",
         "details",
         "error_excerpt",
@@ -34,6 +34,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
         "outcome_badge",
         "kind",
         "triggered_by",
+        "task_id",
         "statuses",
         "verifik_id",
         "started_at",
@@ -44,7 +45,8 @@ class SyncRunAdmin(ReadOnlyAdmin):
         "created",
         "updated",
         "unchanged",
-        "failed",
+        "rejected",
+        "cleaned",
         "removed",
         "oversized",
         "details",
@@ -84,6 +86,20 @@ class SyncRunAdmin(ReadOnlyAdmin):
     def error_excerpt(self, obj):
         return rendering.excerpt(obj.error, 80)
 
-    @admin.display(description="Records not stored")
+    @admin.display(description="Rejected", ordering="failed")
+    def rejected(self, obj):
+        """Records refused alone (the rest of their page landed); each keeps its stored version."""
+        return format_html('<span class="vf-stale">{}</span>', obj.failed) if obj.failed else rendering.muted(0)
+
+    @admin.display(description="Rejected records")
     def failures_table(self, obj):
-        return rendering.value_table(obj.failures) if obj.failures else rendering.EMPTY
+        if not obj.failures:
+            return rendering.EMPTY
+        rows = ((f.get("id") or "—", f.get("reason", "")) for f in obj.failures)
+        more = obj.failed - len(obj.failures)
+        return format_html(
+            '<table class="vf-table"><thead><tr><th>Verifik id</th><th>Reason</th></tr></thead>'
+            "<tbody>{}</tbody></table>{}",
+            format_html_join("", "<tr><td><code>{}</code></td><td>{}</td></tr>", rows),
+            format_html('<p class="vf-muted">and {} more, counted but not listed</p>', more) if more > 0 else "",
+        )

@@ -44,17 +44,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='appregistration',
             name='detail_hash',
-            field=models.CharField(blank=True, default='', editable=False, help_text='Fingerprint of the last detail payload.', max_length=32),
+            field=models.CharField(blank=True, db_default='', default='', editable=False, help_text='Fingerprint of the last detail payload.', max_length=32),
         ),
         migrations.AddField(
             model_name='appregistration',
             name='details_error',
-            field=models.TextField(blank=True, default='', help_text='Why the last detail fetch failed.'),
+            field=models.TextField(blank=True, db_default='', default='', help_text='Why the last detail fetch failed.'),
         ),
         migrations.AddField(
             model_name='appregistration',
             name='details_failures',
-            field=models.IntegerField(default=0, help_text='Detail fetches failed in a row.'),
+            field=models.IntegerField(db_default=0, default=0, help_text='Detail fetches failed in a row.'),
         ),
         migrations.AddField(
             model_name='appregistration',
@@ -94,7 +94,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='syncrun',
             name='failures',
-            field=models.JSONField(blank=True, default=list, help_text='Rejected records (id and reason), the first VERIFIK_MAX_LISTED_FAILURES.'),
+            field=models.JSONField(blank=True, default=list, help_text='Rejected records (id and reason), the first 1,000 of a run.'),
         ),
         migrations.AlterField(
             model_name='webhookdelivery',

@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from .. import mapping
 from ..mapping import FAILED_VALIDATION_KINDS
 
 
@@ -25,12 +26,7 @@ class RegistrationStatus(models.TextChoices):
     EXPIRED = "EXPIRED", "Expired"
 
 
-# Registrations still moving: the scheduled active sync lists only these.
-ACTIVE_STATUSES = (
-    RegistrationStatus.STARTED,
-    RegistrationStatus.ONGOING,
-    RegistrationStatus.NEEDS_MANUAL_VERIFICATION,
-)
+ACTIVE_STATUSES = tuple(RegistrationStatus(status) for status in mapping.ACTIVE_STATUSES)
 
 
 class AppRegistrationQuerySet(models.QuerySet):
@@ -150,17 +146,25 @@ class AppRegistration(models.Model):
     details_pending = models.BooleanField(
         default=True, help_text="True until the detail endpoint's view of the latest version has been stored."
     )
+    # Defaults in the database too: bulk loaders that COPY rows in need not know these columns.
     detail_hash = models.CharField(
-        max_length=32, blank=True, default="", editable=False, help_text="Fingerprint of the last detail payload."
+        max_length=32,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="Fingerprint of the last detail payload.",
     )
     details_queued_at = models.DateTimeField(
         null=True, blank=True, help_text="When a sync last queued this registration's detail fetch."
     )
-    details_failures = models.IntegerField(default=0, help_text="Detail fetches failed in a row.")
+    details_failures = models.IntegerField(default=0, db_default=0, help_text="Detail fetches failed in a row.")
     details_retry_at = models.DateTimeField(
         null=True, blank=True, help_text="Backing off after repeated failures: no detail fetch before this."
     )
-    details_error = models.TextField(blank=True, default="", help_text="Why the last detail fetch failed.")
+    details_error = models.TextField(
+        blank=True, default="", db_default="", help_text="Why the last detail fetch failed."
+    )
     first_synced_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(
         null=True, blank=True, help_text="When a sync or refresh last wrote this row."

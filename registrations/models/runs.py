@@ -53,7 +53,7 @@ class SyncRun(models.Model):
     details_queued = models.IntegerField(default=0, help_text="Detail fetches handed to workers.")
     details_failed = models.IntegerField(default=0)
     failures = models.JSONField(
-        default=list, blank=True, help_text="Rejected records (id and reason), the first VERIFIK_MAX_LISTED_FAILURES."
+        default=list, blank=True, help_text="Rejected records (id and reason), the first 1,000 of a run."
     )
     error = models.TextField(blank=True, default="", help_text="Why the run failed, in words an operator can act on.")
     note = models.TextField(blank=True, default="", help_text="Anything else the operator should know.")

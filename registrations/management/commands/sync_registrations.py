@@ -8,7 +8,7 @@ def summary(run):
     seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0
     return (
         f"Sync run #{run.pk} {run.outcome}: {run.pages} pages, {run.created} created, {run.updated} updated, "
-        f"{run.unchanged} unchanged, {run.failed} failed, {run.removed} removed upstream, "
+        f"{run.unchanged} unchanged, {run.failed} rejected, {run.cleaned} cleaned, {run.removed} removed upstream, "
         f"{run.details_fetched} details fetched ({run.details_failed} failed), {seconds:.1f}s"
     )
 
@@ -35,4 +35,4 @@ class Command(BaseCommand):
         for line in filter(None, [run.error, run.note]):
             self.stdout.write(line)
         for failure in run.failures[:10]:
-            self.stdout.write(f"  not stored: {failure['id']}: {failure['reason']}")
+            self.stdout.write(f"  rejected: {failure['id']}: {failure['reason']}")

@@ -1,0 +1,32 @@
+"""The sync service: the only code that writes mirrored registrations, one job a module.
+
+upsert   COPY + guarded upsert: the only SQL writer of registrations and their status history
+listing  the walk, completeness, the status filter, removed-upstream marking; run_sync
+refresh  single registrations and the trailing debounce of requests for them
+details  the detail backlog: queued once, paced, backing off
+runs     SyncRun bookkeeping, the single-flight lock, deadlines, pruning
+"""
+
+from .details import claim_backlog, fetch_details_for
+from .listing import run_sync
+from .refresh import claim as claim_refresh
+from .refresh import fetch_and_store, refresh
+from .runs import SYNC_LOCK_KEY, SyncFailed, build_client, prune_history
+from .upsert import Rejected, mark_removed, store_detail, store_page
+
+__all__ = [
+    "SYNC_LOCK_KEY",
+    "Rejected",
+    "SyncFailed",
+    "build_client",
+    "claim_backlog",
+    "claim_refresh",
+    "fetch_and_store",
+    "fetch_details_for",
+    "mark_removed",
+    "prune_history",
+    "refresh",
+    "run_sync",
+    "store_detail",
+    "store_page",
+]

@@ -1,0 +1,174 @@
+"""SyncRun bookkeeping: creating and closing runs, the single-flight lock, deadlines, pruning."""
+
+import logging
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from ..models import SyncRun, WebhookDelivery
+from ..verifik import VerifikClient, VerifikError
+
+log = logging.getLogger(__name__)
+
+SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id shared by every listing sync
+LISTING_KINDS = (SyncRun.Kind.FULL, SyncRun.Kind.ACTIVE)
+MAX_LISTED_FAILURES = 1000  # rejected records listed on one run (all are counted)
+SINGLE_RUN_ABANDONED_AFTER = timedelta(hours=1)  # a refresh takes seconds; one running this long is dead
+
+
+class SyncFailed(Exception):
+    """A sync or refresh that ended failed; `run` holds the record, `retryable` whether later may help."""
+
+    def __init__(self, run, retryable=False):
+        super().__init__(run.error)
+        self.run = run
+        self.retryable = retryable
+
+
+class DeadlineExceeded(Exception):
+    """A run went past one of its bounds (time, pages); the message names the setting."""
+
+
+def build_client(**overrides):
+    options = {
+        "timeout": settings.VERIFIK_TIMEOUT,
+        "max_retries": settings.VERIFIK_MAX_RETRIES,
+        "backoff": settings.VERIFIK_BACKOFF,
+        "retry_after_cap": settings.VERIFIK_RETRY_AFTER_CAP,
+    }
+    options.update(overrides)
+    return VerifikClient(settings.VERIFIK_API_BASE_URL, settings.VERIFIK_API_TOKEN, **options)
+
+
+class Deadline:
+    """The wall-clock bound of one run (VERIFIK_SYNC_TIME_LIMIT), checked between pages."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds if seconds else None
+
+    def check(self):
+        if self.ends is not None and time.monotonic() > self.ends:
+            raise DeadlineExceeded(f"Stopped after VERIFIK_SYNC_TIME_LIMIT ({self.seconds:g} s).")
+
+
+@contextmanager
+def listing_lock():
+    """Hold the single-flight lock for listing syncs; yields False when another holder has it.
+
+    A Postgres session advisory lock frees itself when the holder's connection
+    dies, so a killed worker never leaves the lock behind.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK_KEY])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])
+            except DatabaseError:
+                pass  # the lock died with its connection
+
+
+@contextmanager
+def statement_timeout(seconds):
+    """Bound every statement of the sync's connection; a hung query fails the run instead of holding the lock."""
+    if not seconds:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(seconds * 1000)}ms"])
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET statement_timeout")
+        except DatabaseError:
+            pass  # the connection is gone, and its setting with it
+
+
+def finish(run, outcome, error="", counters=()):
+    """Close a run. Saves only what this process owns: fanned-out detail tasks update their counters concurrently."""
+    run.outcome = outcome
+    run.error = error
+    run.finished_at = timezone.now()
+    fields = ["outcome", "error", "note", "finished_at", *counters]
+    try:
+        run.save(update_fields=fields)
+    except DatabaseError:
+        # The connection died under us (database restarted, backend killed): record it on a fresh one.
+        connection.close()
+        run.save(update_fields=fields)
+    return run
+
+
+def describe_failure(exc):
+    """The words an operator reads on a failed run."""
+    if isinstance(exc, VerifikError | DeadlineExceeded):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "Stopped at the Celery task's soft time limit (VERIFIK_SYNC_TIME_LIMIT or VERIFIK_TASK_TIME_LIMIT)."
+    if isinstance(exc, DatabaseError) and "statement timeout" in str(exc):
+        limit = settings.VERIFIK_SYNC_STATEMENT_TIMEOUT
+        return f"A database statement ran past VERIFIK_SYNC_STATEMENT_TIMEOUT ({limit:g} s)."
+    return f"Internal error: {type(exc).__name__}: {exc}"
+
+
+def fail(run, exc):
+    message = describe_failure(exc)
+    log.error("Sync run %s failed: %s", run.pk, message)
+    if isinstance(exc, DatabaseError):
+        connection.close()  # a timed-out or broken statement leaves the transaction unusable
+    finish(run, SyncRun.Outcome.FAILED, message)
+    return SyncFailed(run, retryable=getattr(exc, "retryable", False))
+
+
+def record_failures(run, failures):
+    """Count rejected records on the run and list them, up to MAX_LISTED_FAILURES."""
+    run.failed += len(failures)
+    room = MAX_LISTED_FAILURES - len(run.failures)
+    run.failures.extend(failures[: max(room, 0)])
+
+
+def fail_abandoned_runs(run):
+    """Mark runs whose worker died as failed.
+
+    A listing run still 'running' while we hold the lock cannot be running
+    anywhere. A single refresh takes seconds; one running for an hour is dead.
+    """
+    abandoned = Q(kind__in=LISTING_KINDS, pk__lt=run.pk) | Q(started_at__lt=timezone.now() - SINGLE_RUN_ABANDONED_AFTER)
+    SyncRun.objects.filter(abandoned, outcome=SyncRun.Outcome.RUNNING).update(
+        outcome=SyncRun.Outcome.FAILED,
+        finished_at=timezone.now(),
+        error="The worker running this sync stopped before it finished (found by the next sync).",
+    )
+
+
+def running_holder(run):
+    return SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, kind__in=LISTING_KINDS).exclude(pk=run.pk).first()
+
+
+def prune_history(keep_days=None, now=None):
+    """Delete SyncRuns and WebhookDeliveries older than `keep_days`; returns (runs, deliveries) deleted.
+
+    The latest full sync of each outcome is kept whatever its age: it is what
+    the sync-health banner and the health check read.
+    """
+    keep_days = settings.VERIFIK_KEEP_RUNS_DAYS if keep_days is None else keep_days
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    latest_full = (
+        SyncRun.objects.filter(kind=SyncRun.Kind.FULL).values("outcome").annotate(last=Max("pk")).values("last")
+    )
+    runs, _ = SyncRun.objects.filter(started_at__lt=cutoff).exclude(pk__in=latest_full).delete()
+    deliveries, _ = WebhookDelivery.objects.filter(received_at__lt=cutoff).delete()
+    return runs, deliveries

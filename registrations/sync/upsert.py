@@ -1,0 +1,302 @@
+"""The only SQL writer of mirrored rows and of their status history.
+
+Rows arrive by COPY into a session temp table and are upserted in one
+statement whose WHERE clause keeps an older Verifik version from overwriting
+a newer one, even when a refresh races the sync. The same statement records
+a StatusChange for every row first seen or whose status or current step
+moved. A page the database refuses is written again row by row (savepoints),
+so only the guilty rows are rejected and the rest land.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import DatabaseError, DataError, connection, transaction
+from django.utils import timezone
+
+from .. import cleaning, mapping
+from ..models import AppRegistration, StatusChange
+
+# Columns a write never changes once the row exists.
+_INSERT_ONLY = ("verifik_id", "first_synced_at")
+# What each kind of write leaves as stored: a listing item knows nothing of the detail backlog's
+# queue, a detail payload nothing of the listing's fingerprint.
+_KEEP = {"listing": ("details_queued_at",), "detail": ("listing_hash",)}
+_DETAIL_STATE = ["details_pending", "details_queued_at", "details_failures", "details_retry_at", "details_error"]
+_COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "detail_hash", *_DETAIL_STATE]
+_COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at"]
+_JSON_COLUMNS = frozenset(c for c in _COLUMNS if AppRegistration._meta.get_field(c).get_internal_type() == "JSONField")
+_STAGE = "registrations_upsert_stage"
+# SQLSTATE classes that blame the data, not the database: data exception, integrity, program limit.
+_ROW_FAULT_CLASSES = ("22", "23", "54")
+
+
+class Rejected(ValueError):
+    """A record the database would not store; the message says why (without its values)."""
+
+
+@dataclass
+class PageResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    unidentified: int = 0  # items without a usable _id: they cannot count as seen
+    oversized: int = 0  # payload parts replaced by a marker
+    cleaned: int = 0  # records stored after cleaning (NUL removed, deep JSON cut)
+    failures: list = field(default_factory=list)  # rejected records: {"id", "reason"}
+
+
+def _statement(kind):
+    quote = connection.ops.quote_name
+    table = quote(AppRegistration._meta.db_table)
+    history = quote(StatusChange._meta.db_table)
+    columns = ", ".join(quote(c) for c in _COLUMNS)
+    skip = {*_INSERT_ONLY, *_KEEP[kind]}
+    updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in _COLUMNS if c not in skip)
+    return f"""
+        WITH old AS (
+            SELECT r.id, r.verifik_id, r.status, r.current_step
+            FROM {table} r JOIN {_STAGE} s ON s.verifik_id = r.verifik_id
+        ), written AS (
+            INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE}
+            ON CONFLICT (verifik_id) DO UPDATE SET {updates}
+            WHERE {table}.updated_at IS NULL OR EXCLUDED.updated_at IS NULL
+               OR {table}.updated_at <= EXCLUDED.updated_at
+            RETURNING id, verifik_id, status, current_step, updated_at
+        )
+        INSERT INTO {history}
+            (registration_id, from_status, to_status, from_step, to_step, upstream_updated_at, observed_at, sync_run_id)
+        SELECT w.id, o.status, w.status, o.current_step, w.current_step, w.updated_at, %s, %s
+        FROM written w LEFT JOIN old o ON o.verifik_id = w.verifik_id
+        WHERE o.id IS NULL OR o.status IS DISTINCT FROM w.status OR o.current_step IS DISTINCT FROM w.current_step
+    """  # noqa: S608 - identifiers are quoted names; values are COPY data and parameters
+
+
+_STATEMENTS = {}
+
+
+def _write_batch(rows, kind, run_id, now):
+    statement = _STATEMENTS.get(kind) or _STATEMENTS.setdefault(kind, _statement(kind))
+    quote = connection.ops.quote_name
+    table = quote(AppRegistration._meta.db_table)
+    columns = ", ".join(quote(c) for c in _COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} AS SELECT {columns} FROM {table} WITH NO DATA")  # noqa: S608
+        cursor.execute(f"TRUNCATE {_STAGE}")
+        with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+        cursor.execute(statement, [now, run_id])
+
+
+def _json(value):
+    return None if value is None else json.dumps(value)
+
+
+def _is_row_fault(exc):
+    """True when the data is to blame (a value Postgres refuses), False when the database is (connection, timeout)."""
+    if isinstance(exc, UnicodeError | ValueError | OverflowError):
+        return True
+    if not isinstance(exc, DatabaseError):
+        return False
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    return sqlstate[:2] in _ROW_FAULT_CLASSES or (not sqlstate and isinstance(exc, DataError))
+
+
+def _reason(exc):
+    """The first line only: later lines of a Postgres error can quote the failing row's values."""
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return f"refused by the database: {first}"
+
+
+def write(rows, kind, run_id=None, now=None):
+    """Upsert `rows` (dicts of _COLUMNS); returns {verifik_id: reason} of the rows the database refused."""
+    if not rows:
+        return {}
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            _write_batch(rows, kind, run_id, now)
+        return {}
+    except Exception as exc:
+        if not _is_row_fault(exc):
+            raise
+        if len(rows) == 1:
+            return {rows[0]["verifik_id"]: _reason(exc)}
+    refused = {}
+    for row in rows:
+        try:
+            with transaction.atomic():
+                _write_batch([row], kind, run_id, now)
+        except Exception as exc:
+            if not _is_row_fault(exc):
+                raise
+            refused[row["verifik_id"]] = _reason(exc)
+    return refused
+
+
+def _row(mapped, *, now, listing_hash="", detail_hash="", details_pending=True):
+    raw, populated, oversized = mapping.sanitize(
+        mapped.raw, mapped.populated, settings.VERIFIK_RAW_REDACT, settings.VERIFIK_RAW_MAX_PART_BYTES
+    )
+    return {
+        "oversized_parts": oversized,
+        **mapped.fields,
+        "raw": raw,
+        "populated": populated,
+        "listing_hash": listing_hash,
+        "detail_hash": detail_hash,
+        "details_pending": details_pending,
+        "details_queued_at": None,
+        "details_failures": 0,
+        "details_retry_at": None,
+        "details_error": "",
+        "first_synced_at": now,
+        "last_synced_at": now,
+        "removed_upstream_at": None,
+    }
+
+
+def _merged(mapped, stored):
+    """Re-map a payload laid over the stored one, so keys the payload lacks keep their values."""
+    if stored is None:
+        return mapped
+    raw, populated = mapping.merge(stored["raw"], stored["populated"], {**mapped.raw, **mapped.populated})
+    remapped = mapping.map_registration({**raw, **populated})
+    return mapping.MappedRegistration(mapped.verifik_id, remapped.fields, raw, populated)
+
+
+def _is_older(mapped, stored_updated_at):
+    incoming = mapped.fields.get("updated_at")
+    return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
+
+
+def _prepare(payload, canonical_json):
+    """Clean (only when the cheap pre-check says it may be needed) and map; returns (mapped, cleaned?)."""
+    changes = 0
+    if cleaning.needs_cleaning(canonical_json):
+        payload, changes = cleaning.clean(payload)
+    return mapping.map_registration(payload), bool(changes)
+
+
+def store_page(items, seen, run_id=None):
+    """Store one listing page atomically; `seen` collects ids (as bytes) across the walk to drop repeats.
+
+    An item whose fingerprint matches its stored row is skipped before it is
+    even mapped: a no-change re-sync costs one narrow query per page. A
+    rejected item keeps its stored version (and fingerprint), so the next
+    sync tries it again.
+    """
+    result = PageResult()
+    batch = []
+    for item in items:
+        item_id = item.get("_id") if isinstance(item, dict) else None
+        if not mapping.is_object_id(item_id):
+            result.unidentified += 1
+            shown = str(item_id)[:40].replace("\x00", "") if item_id is not None else None
+            result.failures.append({"id": shown, "reason": "_id: not a 24-hex-character id"})
+            continue
+        verifik_id = item_id.lower()
+        key = bytes.fromhex(verifik_id)  # 12 bytes, not a 24-character str: the set grows with the account
+        if key in seen:
+            result.duplicates += 1
+            continue
+        seen.add(key)
+        batch.append((verifik_id, item, mapping.canonical(item)))
+    if not batch:
+        return result
+    now = timezone.now()
+    with transaction.atomic():
+        existing = {
+            row["verifik_id"]: row
+            for row in AppRegistration.objects.filter(verifik_id__in=[verifik_id for verifik_id, _, _ in batch]).values(
+                "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
+            )
+        }
+        new, changed, cleaned = [], [], set()
+        for verifik_id, item, canonical_json in batch:
+            digest = mapping.fingerprint(canonical_json)
+            stored = existing.get(verifik_id)
+            if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
+                result.unchanged += 1
+                continue
+            try:
+                mapped, was_cleaned = _prepare(item, canonical_json)
+            except mapping.MappingError as exc:
+                result.failures.append({"id": verifik_id, "reason": str(exc)})
+                continue
+            if was_cleaned:
+                cleaned.add(verifik_id)
+            if stored is None:
+                new.append((mapped, digest))
+            elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
+                result.unchanged += 1
+            else:
+                changed.append((mapped, digest))
+        stored_payloads = {}
+        if changed:
+            stored_payloads = {
+                row["verifik_id"]: row
+                for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in changed]).values(
+                    "verifik_id", "raw", "populated"
+                )
+            }
+        rows = [_row(m, now=now, listing_hash=d) for m, d in new]
+        rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
+        refused = write(rows, "listing", run_id, now)
+    result.failures += [{"id": verifik_id, "reason": reason} for verifik_id, reason in refused.items()]
+    result.created = sum(m.verifik_id not in refused for m, _ in new)
+    result.updated = sum(m.verifik_id not in refused for m, _ in changed)
+    result.cleaned = len(cleaned - refused.keys())
+    result.oversized = sum(row["oversized_parts"] for row in rows if row["verifik_id"] not in refused)
+    return result
+
+
+def store_detail(payload, run_id=None):
+    """Store one registration as the detail endpoint returned it: "created", "updated" or "unchanged".
+
+    A payload identical to the last one stored (same fingerprint) writes
+    nothing but the end of its detail backlog. Raises MappingError or
+    Rejected when the record cannot be stored.
+    """
+    canonical_json = mapping.canonical(payload)
+    digest = mapping.fingerprint(canonical_json)
+    mapped, _ = _prepare(payload, canonical_json)
+    now = timezone.now()
+    with transaction.atomic():
+        stored = (
+            AppRegistration.objects.filter(verifik_id=mapped.verifik_id)
+            .values("pk", "raw", "populated", "updated_at", "detail_hash", "removed_upstream_at", "details_pending")
+            .first()
+        )
+        if stored is not None and stored["removed_upstream_at"] is None:
+            if stored["detail_hash"] == digest:
+                if stored["details_pending"]:
+                    AppRegistration.objects.filter(pk=stored["pk"]).update(**_details_done())
+                return "unchanged"
+            if _is_older(mapped, stored["updated_at"]):
+                return "unchanged"  # the listing holds a newer version: its details stay pending
+        row = _row(_merged(mapped, stored), now=now, detail_hash=digest, details_pending=False)
+        refused = write([row], "detail", run_id, now)
+    if refused:
+        raise Rejected(refused[mapped.verifik_id])
+    return "created" if stored is None else "updated"
+
+
+def _details_done():
+    return {
+        "details_pending": False,
+        "details_queued_at": None,
+        "details_failures": 0,
+        "details_retry_at": None,
+        "details_error": "",
+    }
+
+
+def mark_removed(verifik_ids, now=None):
+    now = now or timezone.now()
+    return AppRegistration.objects.filter(verifik_id__in=verifik_ids, removed_upstream_at__isnull=True).update(
+        removed_upstream_at=now
+    )
