@@ -112,14 +112,14 @@ def stacked_bars(days, counts, series, link, noun):
             y -= h
             bars.append(
                 format_html(
-                    '<a href="{}"><rect class="vf-fill-{}" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                    '<a href="{}"><rect class="vf-fill-{}" x="{}" y="{}" width="{}" height="{}">'
                     "<title>{}: {} {} {}</title></rect></a>",
                     link(key, day),
                     tone,
-                    i * slot + BAR_GAP / 2,
-                    y,
-                    slot - BAR_GAP,
-                    h,
+                    _n(i * slot + BAR_GAP / 2),
+                    _n(y),
+                    _n(slot - BAR_GAP),
+                    _n(h),
                     day.isoformat(),
                     n,
                     label.lower(),
@@ -128,8 +128,8 @@ def stacked_bars(days, counts, series, link, noun):
             )
     ticks = format_html_join(
         "",
-        '<text class="vf-axis" x="{:.1f}" y="{}" text-anchor="middle">{}</text>',
-        ((i * slot + slot / 2, HEIGHT + 14, days[i].strftime("%d %b")) for i in range(0, len(days), 7)),
+        '<text class="vf-axis" x="{}" y="{}" text-anchor="middle">{}</text>',
+        ((_n(i * slot + slot / 2), HEIGHT + 14, days[i].strftime("%d %b")) for i in range(0, len(days), 7)),
     )
     legend = format_html_join(
         "",
@@ -152,6 +152,11 @@ def stacked_bars(days, counts, series, link, noun):
     return format_html('{}<div class="vf-legend">{}</div>', svg, legend)
 
 
+def _n(x):
+    """SVG coordinates with one decimal."""
+    return f"{x:.1f}"
+
+
 def _total(counts, key):
     return sum(n for (_, k), n in counts.items() if k == key)
 
@@ -166,8 +171,8 @@ def horizontal_bars(rows, limit=12):
     items = format_html_join(
         "",
         '<a href="{}"><text class="vf-axis vf-label" x="{}" y="{}" text-anchor="end">{}</text>'
-        '<rect class="vf-fill-info" x="{}" y="{}" width="{:.1f}" height="14"><title>{}: {}</title></rect>'
-        '<text class="vf-axis" x="{:.1f}" y="{}">{}</text></a>',
+        '<rect class="vf-fill-info" x="{}" y="{}" width="{}" height="14"><title>{}: {}</title></rect>'
+        '<text class="vf-axis" x="{}" y="{}">{}</text></a>',
         (
             (
                 list_url(status__in="STARTED,ONGOING", current_step=step or ""),
@@ -176,10 +181,10 @@ def horizontal_bars(rows, limit=12):
                 (step or "(no step)")[:28],
                 label_width,
                 i * line + 1,
-                max(1.0, n / peak * (WIDTH - label_width - 60)),
+                _n(max(1.0, n / peak * (WIDTH - label_width - 60))),
                 step or "(no step)",
                 n,
-                label_width + max(1.0, n / peak * (WIDTH - label_width - 60)) + 4,
+                _n(label_width + max(1.0, n / peak * (WIDTH - label_width - 60)) + 4),
                 i * line + 12,
                 f"{n:,}",
             )

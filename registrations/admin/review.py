@@ -73,6 +73,7 @@ class ReviewDeskMixin:
     def _refused(self, request, obj, error, form):
         """The registration's page again, with the reason and what the reviewer typed."""
         self.message_user(request, str(error), messages.ERROR)
+        request.method = "GET"  # render the page; there is no form of the registration itself to submit
         return self.change_view(request, str(obj.pk), extra_context={"review_form": form, "review_error": str(error)})
 
     def decide_view(self, request, object_id):
@@ -203,7 +204,8 @@ class ReviewDeskMixin:
 def _words(key):
     """camelCase and snake_case keys as words: ipCountryMismatch -> IP country mismatch."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|_", " ", str(key)).strip().lower()
-    return re.sub(r"\bip\b", "IP", spaced).capitalize()
+    words = re.sub(r"\bip\b", "IP", spaced)
+    return words[:1].upper() + words[1:]
 
 
 def _plain(value):
