@@ -36,7 +36,8 @@ def views():
         ),
         ("search email fragment", ours + f"?q={email_fragment}", stock + f"?q={email_fragment}"),
         ("search exact id", ours + f"?q={sample.verifik_id}", stock + f"?q={sample.verifik_id}"),
-        ("sort by red flags", ours + "?o=-6", stock + "?o=-6"),  # column 0 is the action checkbox
+        # Column 0 is the action checkbox; ours sorts red flags by "Why it's here", stock by "Red flags".
+        ("sort by red flags", ours + "?o=-2", stock + "?o=-6"),
         ("detail, many failed validations", ours + f"{sample.pk}/change/", stock + f"{sample.pk}/change/"),
     ]
 

@@ -172,11 +172,25 @@ def waiting_since():
 
 def with_review(queryset):
     """The annotations the list and the detail page read: waiting since, awaiting second, changed since."""
+    if "waiting_since" in queryset.query.annotations:
+        return queryset
     return queryset.annotate(
         waiting_since=waiting_since(),
         awaiting_second=ExpressionWrapper(awaiting_second_q(), output_field=BooleanField()),
         changed_since=ExpressionWrapper(changed_since_q(), output_field=BooleanField()),
     )
+
+
+def attach_review(*rows):
+    """Set waiting_since, awaiting_second and changed_since on registrations already fetched, in one query."""
+    if not rows:
+        return
+    values = with_review(rows[0].__class__.objects.filter(pk__in=[r.pk for r in rows])).values_list(
+        "pk", "waiting_since", "awaiting_second", "changed_since"
+    )
+    found = {pk: rest for pk, *rest in values}
+    for row in rows:
+        row.waiting_since, row.awaiting_second, row.changed_since = found.get(row.pk, (None, False, False))
 
 
 def queue_q(view, user=None, now=None):

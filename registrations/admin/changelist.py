@@ -42,6 +42,8 @@ class MergedQueue:
 
 class ReviewChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
+        if any(self.queue_views()):  # a queue view may sort and filter on how long rows waited
+            self.root_queryset = queue.with_review(self.root_queryset)
         return super().get_queryset(request, exclude_parameters).defer(*LIST_DEFERRED)
 
     def queue_views(self):
@@ -56,6 +58,15 @@ class ReviewChangeList(ChangeList):
         )
 
     def get_results(self, request):
+        """The rows shown carry the review columns; counts and the date drill-down read the lean queryset."""
+        lean = self.queryset
+        self.queryset = queue.with_review(lean)
+        try:
+            self._get_results(request)
+        finally:
+            self.queryset = lean
+
+    def _get_results(self, request):
         view, decision = self.queue_views()
         if ORDER_VAR in self.params or (view is None and decision is None):
             return super().get_results(request)

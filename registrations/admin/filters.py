@@ -103,7 +103,7 @@ class QueueFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in queue.QUEUE_VIEWS:
             return queryset
-        return queryset.filter(queue.queue_q(self.value(), user=request.user))
+        return queue.with_review(queryset).filter(queue.queue_q(self.value(), user=request.user))
 
 
 class DecisionFilter(admin.SimpleListFilter):
@@ -118,6 +118,8 @@ class DecisionFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in queue.DECISION_VIEWS:
             return queryset
+        if self.value() == "changed_since":  # listed oldest waiting first
+            queryset = queue.with_review(queryset)
         return queryset.filter(queue.decision_q(self.value()))
 
 
