@@ -40,6 +40,7 @@ class Migration(migrations.Migration):
             fields=[
             ],
             options={
+                'permissions': [('decide_appregistration', 'Can record review decisions, assign and comment')],
                 'verbose_name': 'needs review',
                 'verbose_name_plural': 'needs review',
                 'proxy': True,

@@ -1,7 +1,7 @@
 """Reviewers may decide, assign and comment; indexes that let the review queue be walked in waiting order.
 
-The permission belongs to registrations (`registrations.decide_appregistration`); operators keep
-refresh and do not get it. The two indexes on mirror tables serve only the review queue, so they
+The permission (`registrations.decide_appregistration`, declared by the ReviewQueue proxy) goes to
+the reviewers; operators keep refresh and do not get it. The two indexes on mirror tables serve only the review queue, so they
 live here, beside it, rather than in the mirror's models:
 - status moves (not first sights, not step-only changes) by when the sync saw them;
 - registrations that may need a person, by first sight.
@@ -10,7 +10,7 @@ live here, beside it, rather than in the mirror's models:
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-DECIDE = ("decide_appregistration", "Can record review decisions, assign and comment")
+DECIDE = ("decide_appregistration",)
 REVIEWERS = "Registration reviewers"
 
 
@@ -19,12 +19,8 @@ def grant(apps, schema_editor):
     app_config.models_module = True
     create_permissions(app_config, apps=apps, verbosity=0)
     app_config.models_module = None
-    ContentType = apps.get_model("contenttypes", "ContentType")
     Permission = apps.get_model("auth", "Permission")
-    content_type = ContentType.objects.get(app_label="registrations", model="appregistration")
-    permission, _ = Permission.objects.get_or_create(
-        content_type=content_type, codename=DECIDE[0], defaults={"name": DECIDE[1]}
-    )
+    permission = Permission.objects.get(content_type__app_label="registrations", codename=DECIDE[0])
     group, _ = apps.get_model("auth", "Group").objects.get_or_create(name=REVIEWERS)
     group.permissions.add(permission)
 

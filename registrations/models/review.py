@@ -172,11 +172,15 @@ class ReviewCheckpoint(models.Model):
 
 
 class ReviewQueue(AppRegistration):
-    """The "Needs review" entry of the admin's navigation; its page is the registrations list, filtered."""
+    """The "Needs review" entry of the admin's navigation; its page is the registrations list, filtered.
+
+    It also declares the reviewers' permission, so Django recreates it like any other (after a flush too).
+    """
 
     class Meta:
         proxy = True
         verbose_name = verbose_name_plural = "needs review"
+        permissions = [("decide_appregistration", "Can record review decisions, assign and comment")]
 
 
 class Dashboard(AppRegistration):
