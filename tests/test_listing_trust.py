@@ -8,7 +8,7 @@ from django.db import connection
 
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
-from registrations.sync import SyncFailed, run_sync
+from registrations.sync import SYNC_LOCK_KEY, SyncFailed, run_sync
 
 from .support import assert_mirrors
 
@@ -156,6 +156,11 @@ def test_a_hung_statement_fails_the_run_at_the_statement_timeout_and_frees_the_l
 
 
 def lock_is_free():
+    """Nobody holds the single-flight lock of listing syncs in this database."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND l.objid = %s AND d.datname = current_database()",
+            [SYNC_LOCK_KEY],
+        )
         return cursor.fetchone()[0] == 0

@@ -194,11 +194,21 @@ def test_an_auth_rejection_is_not_retried(verifik, broker, workers):
 @pytest.fixture
 def queued(broker):
     """This process queues tasks on the test broker instead of running them inline (as production does)."""
-    conf = tasks.sync_registrations.app.conf
-    saved = conf.task_always_eager, conf.broker_url
-    conf.task_always_eager, conf.broker_url = False, BROKER_URL
+    app = tasks.sync_registrations.app
+    saved = app.conf.task_always_eager, app.conf.broker_url
+    app.conf.task_always_eager, app.conf.broker_url = False, BROKER_URL
+    drop_producers(app)
     yield
-    conf.task_always_eager, conf.broker_url = saved
+    app.conf.task_always_eager, app.conf.broker_url = saved
+    drop_producers(app)
+
+
+def drop_producers(app):
+    """Forget pooled broker connections, as Celery does after a fork: even eager sends acquire one, for the
+    broker configured then, and the pool would keep sending there. (Closing it would close kombu's shared pool.)"""
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
 
 
 def test_a_burst_of_100_webhooks_for_one_registration_costs_at_most_two_gets(
@@ -207,7 +217,7 @@ def test_a_burst_of_100_webhooks_for_one_registration_costs_at_most_two_gets(
     account = verifik(count=10, faults=Faults(latency=0.2))
     run_sync(details=False)
     settings.VERIFIK_WEBHOOK_DEBOUNCE_SECONDS = 3
-    workers(account, concurrency=2)
+    worker = workers(account, concurrency=2)
     target = account.records[4]["_id"]
     account.reset_stats()
     url = reverse("verifik-webhook", args=["test-webhook-secret"])
@@ -218,7 +228,12 @@ def test_a_burst_of_100_webhooks_for_one_registration_costs_at_most_two_gets(
         response = client.post(url, data=body, content_type="application/json")
         assert response.status_code == 200
     served = lambda: not WebhookDelivery.objects.filter(sync_run__isnull=True).exists()  # noqa: E731
-    wait_until(served, 60, "every delivery to be served by a refresh")
+
+    def state():
+        pending = list(PendingRefresh.objects.values())
+        return f"every delivery to be served; pending {pending}; worker log:\n{worker.log.read_text()[-2000:]}"
+
+    wait_until(served, 60, state)
     wait_until(lambda: not PendingRefresh.objects.exists(), 30, "the debounce to settle")
     assert 1 <= account.detail_ids.count(target) <= 2 and set(account.detail_ids) == {target}
     row = AppRegistration.objects.get(verifik_id=target)
