@@ -151,6 +151,10 @@ def test_the_detail_page_starts_with_the_review_panel_risk_and_timeline(client, 
     assert "First seen as" in html and "Looking at it" in html
     assert "Assign to me" in html and 'value="rejected"' in html
     assert "Detail fetch" in html
+    # The panel's forms may not sit inside the admin's change form: a browser drops a nested <form>
+    # and the buttons would submit the change form instead (403 for a reviewer, nothing decided).
+    change_form = html.index('id="appregistration_form"')
+    assert html.rindex('class="vf-form vf-comment-form"') < timeline < change_form
 
 
 def test_the_sync_section_shows_the_detail_backlog(client, rita, account):
