@@ -313,7 +313,9 @@ def size(base, view=None, decision=None, user=None, now=None, reached=None):
     if decision is not None:
         plain = plain.filter(decision_q(decision))
     chosen = legs(base, view, decision, user=user, now=now, reached=reached)
-    only_bounded = view is None  # decision=changed_since alone: its legs are small by construction
+    # decision=changed_since alone: its legs are small by construction; awaiting_second is small
+    # (approvals at the red-flag threshold waiting for a second reviewer): counted without an estimate.
+    only_bounded = view is None or view == "awaiting_second"
     if not only_bounded:
         estimate = _estimated_rows(plain.order_by().values("pk"))
         if estimate is not None and estimate > ESTIMATE_ABOVE:

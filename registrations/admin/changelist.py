@@ -41,6 +41,17 @@ class MergedQueue:
 
 
 class ReviewChangeList(ChangeList):
+    def __init__(self, request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw):
+        # No date drill-down in a queue or decision view: its bounds are a MIN/MAX over the view's
+        # rows, which no index serves (a sequential scan, 0.4-2.7 s at a million registrations),
+        # and a queue is read by how long rows waited, not by when they were created.
+        if (
+            request.GET.get(QueueFilter.parameter_name) in queue.QUEUE_VIEWS
+            or request.GET.get(DecisionFilter.parameter_name) in queue.DECISION_VIEWS
+        ):
+            date_hierarchy = None
+        super().__init__(request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw)
+
     def get_queryset(self, request, exclude_parameters=None):
         if any(self.queue_views()):  # a queue view may sort and filter on how long rows waited
             self.root_queryset = queue.with_review(self.root_queryset)
