@@ -94,9 +94,7 @@ def login(page, base, username):
 
 def fits(page):
     """No horizontal scrollbar: the document is no wider than the viewport."""
-    return page.evaluate(
-        "document.documentElement.scrollWidth <= Math.min(1280, document.documentElement.clientWidth)"
-    )
+    return page.evaluate("document.documentElement.scrollWidth <= Math.min(1280, document.documentElement.clientWidth)")
 
 
 def reviewer(username):
@@ -122,6 +120,9 @@ def test_a_reviewer_works_the_queue_and_a_second_reviewer_confirms(live_server, 
     rows = page.locator("#result_list tbody tr")
     expect(rows.first).to_be_visible()
     assert fits(page), "the queue fits 1280 px"
+    assert page.evaluate("(r => r.scrollWidth <= r.clientWidth)(document.querySelector('#changelist .results'))"), (
+        "the queue's table fits beside the filters, with no scrollbar of its own"
+    )
     page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
 
     first_link = rows.first.locator(".field-applicant a")

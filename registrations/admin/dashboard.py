@@ -128,8 +128,16 @@ def stacked_bars(days, counts, series, link, noun):
             )
     ticks = format_html_join(
         "",
-        '<text class="vf-axis" x="{}" y="{}" text-anchor="middle">{}</text>',
-        ((_n(i * slot + slot / 2), HEIGHT + 14, days[i].strftime("%d %b")) for i in range(0, len(days), 7)),
+        '<text class="vf-axis" x="{}" y="{}" text-anchor="{}">{}</text>',
+        (  # the first label starts at the axis rather than centred on it, so it is not cut off
+            (
+                _n(0 if i == 0 else i * slot + slot / 2),
+                HEIGHT + 14,
+                "start" if i == 0 else "middle",
+                days[i].strftime("%d %b"),
+            )
+            for i in range(0, len(days), 7)
+        ),
     )
     legend = format_html_join(
         "",

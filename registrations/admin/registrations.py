@@ -9,6 +9,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from .. import dispatch, queue, selectors
 from ..mapping import REFERENCES, is_object_id
@@ -187,7 +188,13 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             marks.append(rendering.tag("Removed upstream", "muted"))
         name = obj.name or rendering.muted("(no name)")
         notes = (
-            format_html('<span class="vf-sub" title="{}">{}</span>', obj.notes[:400], obj.notes) if obj.notes else ""
+            format_html(
+                '<span class="vf-sub vf-excerpt" title="{}">{}</span>',
+                Truncator(obj.notes).chars(400),
+                Truncator(obj.notes).chars(60),
+            )
+            if obj.notes
+            else ""
         )
         return format_html(
             '<span class="vf-name">{}</span> {}{}', name, format_html_join(" ", "{}", ((m,) for m in marks)), notes
@@ -199,7 +206,8 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         if not obj.email and not number:
             return rendering.EMPTY
         return format_html(
-            '<span class="vf-contact">{}</span><span class="vf-sub vf-nowrap">{}</span>',
+            '<span class="vf-contact" title="{}">{}</span><span class="vf-sub vf-nowrap">{}</span>',
+            obj.email or "",
             obj.email or "—",
             number or "—",
         )
@@ -299,7 +307,11 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         if confirmed is None:
             return rendering.EMPTY
         stale = selectors.is_stale(confirmed)
-        text = format_html("{}", confirmed.strftime("%Y-%m-%d %H:%M"))
+        text = format_html(
+            '<span class="vf-nowrap">{}</span> <span class="vf-nowrap">{}</span>',
+            confirmed.strftime("%Y-%m-%d"),
+            confirmed.strftime("%H:%M"),
+        )
         return (
             format_html('<span class="vf-stale" title="Not synced for 24 h">{} stale</span>', text) if stale else text
         )
