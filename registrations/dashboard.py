@@ -58,7 +58,7 @@ def figures(now=None):
         stopped=list(
             base.filter(status__in=STOPPED_STATUSES)
             .values_list("current_step")
-            .annotate(n=Count("id"))
+            .annotate(n=Count("*"))  # COUNT(*): an index-only scan of review_stopped_step_idx (0010)
             .order_by("-n", "current_step")
         ),
     )
