@@ -8,9 +8,9 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from registrations.models import AppRegistration
+from registrations.models import AppRegistration, ReviewDecision
 
-from .generate import generate
+from .generate import generate, generate_review
 
 TABLE = "registrations_appregistration"
 
@@ -36,7 +36,8 @@ def views():
         ),
         ("search email fragment", ours + f"?q={email_fragment}", stock + f"?q={email_fragment}"),
         ("search exact id", ours + f"?q={sample.verifik_id}", stock + f"?q={sample.verifik_id}"),
-        ("sort by red flags", ours + "?o=-6", stock + "?o=-6"),  # column 0 is the action checkbox
+        # Column 0 is the action checkbox; ours sorts red flags by "Why it's here", stock by "Red flags".
+        ("sort by red flags", ours + "?o=-2", stock + "?o=-6"),
         ("detail, many failed validations", ours + f"{sample.pk}/change/", stock + f"{sample.pk}/change/"),
     ]
 
@@ -93,3 +94,58 @@ def admin_at_scale(count, reps, stock_reps):
     for row in sorted(rows, key=lambda r: r["ms"], reverse=True)[:3]:
         row["plan"] = seq_scans(row["slowest_sql"])[1]
     return {"count": count, "generate_seconds": generate_seconds, "views": rows}
+
+
+def review_views():
+    """(name, URL) for the review desk's targets: the queue views, a registration's page, the dashboard."""
+    ours = "/admin/registrations/appregistration/"
+    decided = ReviewDecision.objects.filter(outcome="escalated").order_by("-decided_at").first()
+    return [
+        ("needs review queue", ours + "?queue=needs_review"),
+        ("queue=overdue", ours + "?queue=overdue"),
+        ("decision=changed_since", ours + "?decision=changed_since"),
+        ("detail with review history", ours + f"{decided.registration_id}/change/"),
+        ("dashboard", "/admin/registrations/dashboard/"),
+    ]
+
+
+def review_desk_at_scale(count, decisions, reps):
+    """The review desk on the generated account: `decisions` decisions and a status history for every row."""
+    generate_seconds = None
+    if AppRegistration.objects.count() != count:
+        generate_seconds = generate(count)
+    if ReviewDecision.objects.count() != decisions:
+        generate_seconds = (generate_seconds or 0) + generate_review(decisions)
+    with connection.cursor() as cursor:
+        for table in ("registrations_appregistration", "registrations_statuschange", "registrations_reviewstate"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+        cursor.execute("SELECT count(*) FROM registrations_statuschange")
+        status_changes = cursor.fetchone()[0]
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", password="bench")
+    client = Client()
+    client.force_login(user)
+    rows = []
+    with override_settings(ROOT_URLCONF="bench.urls", DEBUG=False):
+        for name, url in review_views():
+            median, queries = measure(client, url, reps)
+            measured = [q for q in queries if not q["sql"].startswith("EXPLAIN")]
+            slowest = max(measured, key=lambda q: float(q["time"]))
+            scans = [q["sql"] for q in measured if seq_scans(q["sql"])[0]]
+            rows.append(
+                {
+                    "view": name,
+                    "ms": median * 1000,
+                    "queries": len(queries),
+                    "full_scans": len(scans),
+                    "slowest_sql": slowest["sql"],
+                    "slowest_ms": float(slowest["time"]) * 1000,
+                    "plan": seq_scans(slowest["sql"])[1],
+                }
+            )
+    return {
+        "count": count,
+        "decisions": decisions,
+        "status_changes": status_changes,
+        "generate_seconds": generate_seconds,
+        "views": rows,
+    }

@@ -2,7 +2,13 @@
 
 The spread follows the simulator's: every status, ~15% with red flags, failed
 validations mostly on FAILED and NEEDS_MANUAL_VERIFICATION, four languages,
-creation dates over two years, a handful of projects.
+creation dates over two years, a handful of projects. Each registration was
+first synced five minutes after Verifik created it.
+
+`generate_review` adds the review desk's data in SQL: a first sight for every
+registration and the move into NEEDS_MANUAL_VERIFICATION for each of those in it,
+decisions on registrations that needed review (a few of them changed since),
+assignments and comments. Choices are deterministic (hashes of the id).
 """
 
 import json
@@ -19,7 +25,7 @@ COLUMNS = [
     "failed_biometric_validations", "failed_document_validations", "failed_validations_count", "failed_email_count",
     "failed_phone_count", "failed_biometric_count", "failed_document_count", "deleted", "created_at", "updated_at",
     "project_id", "project_flow_id", "populated", "raw", "listing_hash", "details_pending", "first_synced_at",
-    "last_synced_at",
+    "last_synced_at", "detail_hash", "details_failures", "details_error",
 ]  # fmt: skip
 START = datetime(2024, 1, 1, tzinfo=UTC)
 PROJECTS = [f"{n:024x}" for n in range(0xA0, 0xA8)]
@@ -50,7 +56,8 @@ def rows(count, seed=5):
             "Manual review requested" if rng.random() < 0.1 else None, red_flags,
             json.dumps({"ipCountryMismatch": {"detected": "RU"}} if red_flags else {}),
             *(json.dumps(f) for f in failed), sum(map(len, failed)), *(len(f) for f in failed),
-            i % 500 == 0, created, created + timedelta(hours=1), project, project, "{}", "{}", "", False, now, now,
+            i % 500 == 0, created, created + timedelta(hours=1), project, project, "{}", "{}", "", False,
+            min(created + timedelta(minutes=5), now), now, "", 0, "",
         )  # fmt: skip
 
 
@@ -63,4 +70,124 @@ def generate(count):
             for row in rows(count):
                 copy.write_row(row)
         cursor.execute("ANALYZE registrations_appregistration")
+    return (datetime.now() - start).total_seconds()
+
+
+REVIEWERS = [f"bench-reviewer-{n}" for n in range(6)]
+
+# Registrations the review rules send to a person (with the default threshold of 3 red flags).
+NEEDS_REVIEW_SQL = """
+    (status = 'NEEDS_MANUAL_VERIFICATION' OR red_flags >= 3 OR failed_biometric_count > 0 OR failed_document_count > 0)
+    AND status <> 'EXPIRED' AND deleted IS NOT TRUE AND removed_upstream_at IS NULL
+"""
+
+REVIEW_SQL = [
+    # A first sight for every registration; those now in NEEDS_MANUAL_VERIFICATION were first seen ONGOING...
+    """
+    INSERT INTO registrations_statuschange
+        (registration_id, from_status, to_status, from_step, to_step, upstream_updated_at, observed_at)
+    SELECT id, NULL, CASE WHEN status = 'NEEDS_MANUAL_VERIFICATION' THEN 'ONGOING' ELSE status END,
+           NULL, current_step, created_at, first_synced_at
+    FROM registrations_appregistration ORDER BY id
+    """,
+    # ... and moved into it between one hour and four days later (never after now).
+    """
+    INSERT INTO registrations_statuschange
+        (registration_id, from_status, to_status, from_step, to_step, upstream_updated_at, observed_at)
+    SELECT id, 'ONGOING', status, current_step, current_step, updated_at,
+           LEAST(now() - interval '1 minute', first_synced_at + ((id * 7919) % 96 + 1) * interval '1 hour')
+    FROM registrations_appregistration WHERE status = 'NEEDS_MANUAL_VERIFICATION' ORDER BY id
+    """,
+    # Decisions on registrations that needed review, from when each entered the queue.
+    """
+    CREATE TEMP TABLE bench_decided AS
+    SELECT r.id, r.red_flags, r.updated_at, e.entered
+    FROM registrations_appregistration r
+    CROSS JOIN LATERAL (
+        SELECT observed_at AS entered FROM registrations_statuschange s
+        WHERE s.registration_id = r.id ORDER BY observed_at DESC, id DESC LIMIT 1
+    ) e
+    WHERE {needs_review}
+    ORDER BY md5(r.id::text) LIMIT %(decisions)s
+    """,
+    """
+    INSERT INTO registrations_reviewdecision
+        (registration_id, outcome, reason, reviewer_id, decided_at, upstream_updated_at, entered_queue_at,
+         confirmed_by_id, confirmed_at)
+    SELECT d.id, o.outcome,
+           CASE WHEN o.outcome = 'approved' THEN '' ELSE 'Document photo does not match the selfie' END,
+           (%(reviewers)s::bigint[])[1 + d.id %% 6],
+           o.decided_at,
+           -- one in 33 changed at Verifik after the decision: the version decided on is older than the row
+           CASE WHEN d.id %% 33 = 0 THEN d.updated_at - interval '1 day' ELSE d.updated_at END,
+           d.entered,
+           CASE WHEN o.confirmed THEN (%(reviewers)s::bigint[])[1 + (d.id + 1) %% 6] END,
+           CASE WHEN o.confirmed THEN o.decided_at + interval '2 hours' END
+    FROM bench_decided d
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN d.id %% 100 < 55 THEN 'approved' WHEN d.id %% 100 < 85 THEN 'rejected'
+                    WHEN d.id %% 100 < 93 THEN 'escalated' ELSE 'info_requested' END AS outcome,
+               LEAST(now() - interval '1 minute', d.entered + ((d.id * 31) %% 96 + 1) * interval '1 hour')
+                   AS decided_at,
+               d.red_flags >= 3 AND d.id %% 100 < 55 AND d.id %% 2 = 0 AS confirmed
+    ) o
+    ORDER BY o.decided_at
+    """,
+    """
+    INSERT INTO registrations_reviewstate
+        (registration_id, decision_id, outcome, decided_at, decision_version, confirmed_at, changed_at)
+    SELECT d.registration_id, d.id, d.outcome, d.decided_at, d.upstream_updated_at, d.confirmed_at,
+           CASE WHEN r.updated_at > d.upstream_updated_at THEN r.updated_at END
+    FROM registrations_reviewdecision d JOIN registrations_appregistration r ON r.id = d.registration_id
+    """,
+    # The review desk has compared every version written so far (review.check_versions).
+    "INSERT INTO registrations_reviewcheckpoint (name, reached) VALUES ('versions', now())",
+    # A few hundred registrations still in the queue are being worked on.
+    """
+    CREATE TEMP TABLE bench_assigned AS
+    SELECT r.id FROM registrations_appregistration r
+    WHERE {needs_review} AND NOT EXISTS (SELECT 1 FROM registrations_reviewstate s WHERE s.registration_id = r.id)
+    ORDER BY md5(r.id::text || 'a') LIMIT 600
+    """,
+    """
+    INSERT INTO registrations_reviewassignment (registration_id, assignee_id, assigned_by_id, assigned_at)
+    SELECT id, (%(reviewers)s::bigint[])[1 + id %% 6], (%(reviewers)s::bigint[])[1 + id %% 6], now() - interval '1 hour'
+    FROM bench_assigned
+    """,
+    """
+    INSERT INTO registrations_reviewstate (registration_id, assignee_id, assigned_at)
+    SELECT registration_id, assignee_id, assigned_at FROM registrations_reviewassignment
+    """,
+    # Reviewers' comments on one decided registration in five.
+    """
+    INSERT INTO registrations_reviewcomment (registration_id, author_id, text, created_at)
+    SELECT registration_id, reviewer_id, 'Checked the document against the selfie; see the decision.',
+           decided_at - interval '10 minutes'
+    FROM registrations_reviewdecision WHERE registration_id % 5 = 0
+    """,
+]
+REVIEW_TABLES = [
+    "registrations_reviewcheckpoint",
+    "registrations_statuschange",
+    "registrations_reviewdecision",
+    "registrations_reviewstate",
+    "registrations_reviewassignment",
+    "registrations_reviewcomment",
+]
+
+
+def generate_review(decisions):
+    """Write the review desk's data for the generated registrations; returns seconds taken."""
+    from django.contrib.auth.models import User
+
+    start = datetime.now()
+    reviewers = [User.objects.get_or_create(username=name, defaults={"is_staff": True})[0].pk for name in REVIEWERS]
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(REVIEW_TABLES)} RESTART IDENTITY")
+        for statement in REVIEW_SQL:
+            sql = statement.format(needs_review=NEEDS_REVIEW_SQL)
+            cursor.execute(sql, {"decisions": decisions, "reviewers": reviewers} if "%(" in sql else None)
+        cursor.execute("DROP TABLE bench_decided, bench_assigned")
+        for table in REVIEW_TABLES:
+            cursor.execute(f"ANALYZE {table}")
     return (datetime.now() - start).total_seconds()

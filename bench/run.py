@@ -23,6 +23,7 @@ SIZES = {
         "details": 200,
         "admin": 20_000,
         "admin_reps": 3,
+        "decisions": 2_000,
     },
     "full": {
         "count": 100_000,
@@ -32,6 +33,7 @@ SIZES = {
         "details": 2_000,
         "admin": 1_000_000,
         "admin_reps": 7,
+        "decisions": 100_000,
     },
 }
 
@@ -119,6 +121,9 @@ def main():
         )
         report_admin(results["admin"])
         save()
+        results["review"] = admin_scenarios.review_desk_at_scale(size["admin"], size["decisions"], size["admin_reps"])
+        report_review(results["review"])
+        save()
     save()
     print(f"\nwritten to {output}")
 
@@ -201,6 +206,20 @@ def report_admin(a):
         rows,
     )
     for v in sorted(a["views"], key=lambda v: v["ms"], reverse=True)[:3]:
+        print(
+            f"\n   EXPLAIN, slowest query of '{v['view']}':\n"
+            + "\n".join("     " + line for line in v["plan"].splitlines())
+        )
+
+
+def report_review(r):
+    print_table(
+        f"7. Review desk at {r['count']} registrations, {r['decisions']} decisions, "
+        f"{r['status_changes']} status changes (median server time)",
+        ["view", "ms", "queries", "full scans", "slowest query ms"],
+        [[v["view"], f"{v['ms']:.0f}", v["queries"], v["full_scans"], f"{v['slowest_ms']:.0f}"] for v in r["views"]],
+    )
+    for v in sorted(r["views"], key=lambda v: v["ms"], reverse=True)[:2]:
         print(
             f"\n   EXPLAIN, slowest query of '{v['view']}':\n"
             + "\n".join("     " + line for line in v["plan"].splitlines())

@@ -121,3 +121,38 @@ def estimated_rows(queryset):
 
 def recent_runs_for(verifik_id, limit=10):
     return list(SyncRun.objects.filter(verifik_id=verifik_id).select_related("user").order_by("-started_at")[:limit])
+
+
+def project_names(project_ids, sample=20):
+    """{project id: name} from the populated project of a few of its registrations, one query.
+
+    Each project is looked up through the project index and only its first `sample`
+    rows are read; a project none of them carries populated is left out. The lookup is
+    written as a range ordered by the index (`>= id AND <= id ORDER BY project_id`): with
+    `= id` and a few large projects the planner prefers a sequential scan "until 20 rows
+    match", which reads the whole table for a project whose rows are rare.
+    """
+    if not project_ids:
+        return {}
+    table = connection.ops.quote_name(AppRegistration._meta.db_table)
+    sql = (
+        "SELECT p.id, (SELECT MAX(s.name) FROM (SELECT populated -> 'project' ->> 'name' AS name "
+        f"FROM {table} WHERE project_id >= p.id AND project_id <= p.id ORDER BY project_id LIMIT %s) AS s) "
+        "FROM unnest(%s::text[]) AS p(id)"
+    )
+    if connection.vendor != "postgresql":
+        sql = None
+    if sql is None:
+        names = {}
+        for project_id in project_ids:
+            for populated in AppRegistration.objects.filter(project_id=project_id).values_list("populated", flat=True)[
+                :sample
+            ]:
+                name = ((populated or {}).get("project") or {}).get("name")
+                if name:
+                    names[project_id] = name
+                    break
+        return names
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sample, list(project_ids)])
+        return {project_id: name for project_id, name in cursor.fetchall() if name}

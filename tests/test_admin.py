@@ -68,7 +68,12 @@ def ids(**filters):
 
 def test_migrations_create_the_reviewer_and_operator_groups():
     perms = {g.name: set(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()}
-    assert perms["Registration reviewers"] == {"view_appregistration", "view_syncrun", "view_webhookdelivery"}
+    assert perms["Registration reviewers"] == {
+        "view_appregistration",
+        "view_syncrun",
+        "view_webhookdelivery",
+        "decide_appregistration",
+    }
     assert perms["Registration operators"] == {
         "view_appregistration",
         "view_syncrun",
@@ -76,6 +81,9 @@ def test_migrations_create_the_reviewer_and_operator_groups():
         "refresh_appregistration",
     }
     assert Permission.objects.get(codename="refresh_appregistration").name == "Can refresh from Verifik"
+    assert Permission.objects.get(codename="decide_appregistration").name == (
+        "Can record review decisions, assign and comment"
+    )
 
 
 def test_every_admin_page_needs_a_staff_login(client, account):
@@ -91,19 +99,24 @@ def test_the_list_shows_the_columns_a_reviewer_reads(reviewer, account):
     response = reviewer.get(LIST)
     html = response.content.decode()
     for header in (
-        "Name",
-        "Email",
-        "Phone",
         "Status",
-        "Current step",
-        "Red flags",
-        "Failed validations",
-        "Notes",
+        "Why it&#x27;s here",
+        "Waiting",
+        "Assignee",
+        "Decision",
+        "Name",
+        "Contact",
+        "Project",
+        "Updated at",
         "Last synced",
     ):
         assert f">{header}<" in html or f">{header}</a>" in html, header
     record = account.records[-1]
     assert record["email"] in html and f"{record['countryCode']} {record['phone']}" in html
+    row = AppRegistration.objects.get(verifik_id=record["_id"])
+    assert row.current_step in html, "the current step shows under the status"
+    flagged = AppRegistration.objects.filter(red_flags__gte=2).first()
+    assert f"{flagged.red_flags} red flags" in html or flagged.created_at < listed(response)[-1].created_at
     assert "Last successful full sync finished" in html
 
 
@@ -183,17 +196,20 @@ def test_an_exact_id_finds_that_registration_directly(reviewer, account):
     assert listed_ids(reviewer, f"?q={record['_id'].upper()}") == {record["_id"]}
 
 
+def test_the_list_is_newest_created_first_by_default(reviewer, account):
+    rows = listed(reviewer.get(LIST + "?all="))
+    assert [r.created_at for r in rows] == sorted((r.created_at for r in rows), reverse=True)
+
+
 @pytest.mark.parametrize(
     "column, key",
     [
-        (8, lambda r: r.created_at),
-        (9, lambda r: r.updated_at),
-        (5, lambda r: r.red_flags),
-        (6, lambda r: r.failed_validations_count),
-        (10, lambda r: r.last_synced_at),
+        (8, lambda r: r.updated_at),
+        (1, lambda r: r.red_flags),  # "Why it's here" sorts by red flags
+        (9, lambda r: r.last_synced_at),
     ],
 )
-def test_sorting_by_created_updated_red_flags_failed_and_last_synced(reviewer, account, column, key):
+def test_sorting_by_updated_red_flags_and_last_synced(reviewer, account, column, key):
     rows = listed(reviewer.get(LIST + f"?o=-{column}&all="))
     values = [key(r) for r in rows]
     assert values == sorted(values, reverse=True)

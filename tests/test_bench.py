@@ -50,4 +50,13 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     assert {"product", "naive", "floor"} <= set(sync)
     views = {v["view"]: v for v in report["admin"]["views"]}
     assert len(views) == 10 and all(v["queries"] <= 12 for v in views.values())
-    assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout
+    review = {v["view"]: v for v in report["review"]["views"]}
+    assert set(review) == {
+        "needs review queue",
+        "queue=overdue",
+        "decision=changed_since",
+        "detail with review history",
+        "dashboard",
+    }
+    assert all(v["queries"] <= 12 for v in review.values())
+    assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout and "7. Review desk" in result.stdout

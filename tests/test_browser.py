@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import expect, sync_playwright
 
-from registrations.models import AppRegistration, SyncRun
+from registrations.models import AppRegistration, ReviewDecision, SyncRun
 from registrations.sync import run_sync
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -71,7 +71,7 @@ def test_a_reviewer_filters_opens_and_refreshes_a_registration(live_server, veri
     expect(rows.first.locator(".vf-badge").first).to_have_text("Failed")
     page.screenshot(path=str(ARTIFACTS / "registrations-list.png"), full_page=True)
 
-    rows.first.locator("th a").click()
+    rows.first.locator(".field-applicant a").click()
     expect(page.get_by_role("heading", name="View registration")).to_be_visible()
     verifik_id = page.locator(".field-verifik_id .readonly").inner_text().strip()
     account.update(verifik_id, notes="Reviewed again at Verifik")
@@ -83,3 +83,102 @@ def test_a_reviewer_filters_opens_and_refreshes_a_registration(live_server, veri
 
     run = SyncRun.objects.get(kind=SyncRun.Kind.SINGLE, verifik_id=verifik_id)
     assert run.outcome == "succeeded" and run.user == operator
+
+
+def login(page, base, username):
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "a-long-pass-phrase")
+    page.click("input[type=submit]")
+
+
+def fits(page):
+    """No horizontal scrollbar: the document is no wider than the viewport."""
+    return page.evaluate("document.documentElement.scrollWidth <= Math.min(1280, document.documentElement.clientWidth)")
+
+
+def reviewer(username):
+    # Transactional tests flush the groups the migrations made; the reviewers' permissions, directly.
+    user = User.objects.create_user(username, password="a-long-pass-phrase", is_staff=True)
+    codenames = ["view_appregistration", "view_syncrun", "decide_appregistration"]
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="registrations", codename__in=codenames)
+    )
+    return user
+
+
+def test_a_reviewer_works_the_queue_and_a_second_reviewer_confirms(live_server, verifik, page):
+    verifik(count=80)
+    run_sync(details=True)
+    rita, bob = reviewer("rita"), reviewer("bob")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    login(page, live_server.url, "rita")
+    page.get_by_role("link", name="Needs review").first.click()
+    expect(page).to_have_url(re.compile(r"queue=needs_review"))
+    rows = page.locator("#result_list tbody tr")
+    expect(rows.first).to_be_visible()
+    assert fits(page), "the queue fits 1280 px"
+    assert page.evaluate("(r => r.scrollWidth <= r.clientWidth)(document.querySelector('#changelist .results'))"), (
+        "the queue's table fits beside the filters, with no scrollbar of its own"
+    )
+    page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
+
+    first_link = rows.first.locator(".field-applicant a")
+    href = first_link.get_attribute("href")
+    first_link.click()
+    expect(page.get_by_role("heading", name="Review", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Assign to me").click()
+    expect(page.locator(".messagelist")).to_contain_text("Assigned to you")
+    page.fill("#vf-comment", "Called the applicant; the document photo is a screen capture.")
+    page.get_by_role("button", name="Add comment").click()
+    expect(page.locator(".messagelist")).to_contain_text("Comment added")
+    page.fill("#vf-reason", "Document photo is a picture of a screen")
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("Rejected")
+    expect(page.locator(".vf-timeline")).to_contain_text("Document photo is a picture of a screen")
+    expect(page.locator(".vf-timeline")).to_contain_text("Assigned to rita")
+    assert fits(page), "the registration's page fits 1280 px"
+    page.screenshot(path=str(ARTIFACTS / "review-detail.png"), full_page=True)
+
+    page.get_by_role("link", name="Needs review").first.click()
+    expect(page.locator("#result_list")).to_be_visible()
+    expect(page.locator(f'#result_list a[href="{href}"]')).to_have_count(0)
+    pk = int(re.search(r"/(\d+)/change/", href).group(1))
+    decision = ReviewDecision.objects.get(registration_id=pk)
+    assert (decision.outcome, decision.reviewer) == ("rejected", rita)
+
+    flagged = (
+        AppRegistration.objects.filter(red_flags__gte=3, deleted=False, removed_upstream_at=None)
+        .exclude(status="EXPIRED")
+        .exclude(pk=pk)
+        .first()
+    )
+    page.goto(f"{live_server.url}/admin/registrations/appregistration/{flagged.pk}/change/")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator(".messagelist")).to_contain_text("second reviewer")
+
+    page.context.clear_cookies()
+    login(page, live_server.url, "bob")
+    page.goto(f"{live_server.url}/admin/registrations/appregistration/?queue=awaiting_second")
+    page.locator("#result_list tbody tr .field-applicant a").first.click()
+    page.get_by_role("button", name="Confirm approval").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("Approval confirmed")
+    approval = ReviewDecision.objects.get(registration=flagged)
+    assert approval.reviewer == rita and approval.confirmed_by == bob
+
+    page.goto(f"{live_server.url}/admin/registrations/dashboard/")
+    expect(page.locator("svg.vf-chart")).to_have_count(3)
+    assert fits(page), "the dashboard fits 1280 px"
+    page.screenshot(path=str(ARTIFACTS / "review-dashboard.png"), full_page=True)
+
+    page.emulate_media(color_scheme="dark")
+    for name, path in (
+        ("review-queue-dark.png", "/admin/registrations/appregistration/?queue=needs_review"),
+        ("review-detail-dark.png", href),
+        ("review-dashboard-dark.png", "/admin/registrations/dashboard/"),
+    ):
+        page.goto(live_server.url + path)
+        assert fits(page), path
+        page.screenshot(path=str(ARTIFACTS / name), full_page=True)

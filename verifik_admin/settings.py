@@ -194,6 +194,12 @@ VERIFIK_RAW_MAX_PART_BYTES = env.int("VERIFIK_RAW_MAX_PART_BYTES", default=64 * 
 # Webhooks: POST /webhooks/verifik/<secret>/ (the route answers 404 while this is empty).
 VERIFIK_WEBHOOK_SECRET = env("VERIFIK_WEBHOOK_SECRET", default="")
 VERIFIK_WEBHOOK_MAX_BYTES = env.int("VERIFIK_WEBHOOK_MAX_BYTES", default=256 * 1024)
+# Review desk: what sends a registration to the queue, four eyes on risky approvals, how long one may wait.
+VERIFIK_REVIEW_RED_FLAGS = env.int("VERIFIK_REVIEW_RED_FLAGS", default=3)
+VERIFIK_REVIEW_FOUR_EYES = env.bool("VERIFIK_REVIEW_FOUR_EYES", default=True)
+VERIFIK_REVIEW_SLA_HOURS = env.float("VERIFIK_REVIEW_SLA_HOURS", default=24.0)
+if VERIFIK_REVIEW_RED_FLAGS < 1 or VERIFIK_REVIEW_SLA_HOURS <= 0:
+    raise ImproperlyConfigured("VERIFIK_REVIEW_RED_FLAGS must be at least 1 and VERIFIK_REVIEW_SLA_HOURS above 0.")
 
 # --- Logging -------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
+from .dashboard import DashboardAdmin, ReviewQueueAdmin
 from .registrations import AppRegistrationAdmin
 from .sync_runs import SyncRunAdmin
 from .webhook_deliveries import WebhookDeliveryAdmin
 
-__all__ = ["AppRegistrationAdmin", "SyncRunAdmin", "WebhookDeliveryAdmin"]
+__all__ = ["AppRegistrationAdmin", "DashboardAdmin", "ReviewQueueAdmin", "SyncRunAdmin", "WebhookDeliveryAdmin"]

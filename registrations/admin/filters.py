@@ -4,9 +4,10 @@ and the choices themselves never come from a `SELECT DISTINCT` over the table.""
 from django.contrib import admin
 from django.db.models import Q
 
-from .. import selectors
+from .. import queue, selectors
 from ..models import RegistrationStatus
-from .per_request import present_values, sync_health
+from . import rendering
+from .per_request import present_values, project_names, sync_health
 
 
 class ChoicesFilter(admin.SimpleListFilter):
@@ -77,9 +78,49 @@ class LanguageFilter(DistinctValuesFilter):
 
 
 class ProjectFilter(DistinctValuesFilter):
+    """Projects by name (from the populated project), the id as a tooltip."""
+
     title = "project"
     parameter_name = "project"
     field_name = "project_id"
+
+    def lookups(self, request, model_admin):
+        names = project_names(request)
+        return [
+            (value, rendering.project_label(value, names.get(value))) for value in present_values(request, "project_id")
+        ]
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The review queue and its views: overdue, mine, unassigned, awaiting a second approval."""
+
+    title = "review queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return list(queue.QUEUE_VIEWS.items())
+
+    def queryset(self, request, queryset):
+        if self.value() not in queue.QUEUE_VIEWS:
+            return queryset
+        return queue.with_review(queryset).filter(queue.queue_q(self.value(), user=request.user))
+
+
+class DecisionFilter(admin.SimpleListFilter):
+    """The latest decision's outcome, none yet, or a change at Verifik since it."""
+
+    title = "decision"
+    parameter_name = "decision"
+
+    def lookups(self, request, model_admin):
+        return list(queue.DECISION_VIEWS.items())
+
+    def queryset(self, request, queryset):
+        if self.value() not in queue.DECISION_VIEWS:
+            return queryset
+        if self.value() == "changed_since":  # listed oldest waiting first
+            queryset = queue.with_review(queryset)
+        return queryset.filter(queue.decision_q(self.value()))
 
 
 class RemovedUpstreamFilter(ChoicesFilter):

@@ -19,3 +19,10 @@ def sync_health(request):
 def present_values(request, field_name):
     """The values present in the filtered columns, one query for every filter."""
     return _once(request, "_verifik_present_values", lambda: selectors.distinct_values(*FILTERED_COLUMNS))[field_name]
+
+
+def project_names(request):
+    """Names of the projects the project filter lists."""
+    return _once(
+        request, "_verifik_project_names", lambda: selectors.project_names(present_values(request, "project_id"))
+    )

@@ -3,17 +3,22 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import DateTimeField, Value
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
-from .. import dispatch, selectors
+from .. import dispatch, queue, selectors
 from ..mapping import REFERENCES, is_object_id
-from ..models import AppRegistration
+from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
+from .changelist import ReviewChangeList
 from .per_request import sync_health
+from .review import OUTCOME_TONES, ReviewDeskMixin
 
 FAILED_KINDS = [("email", "Email"), ("phone", "Phone"), ("biometric", "Biometric"), ("document", "Document")]
 ESTIMATE_ABOVE = 10_000
@@ -44,22 +49,24 @@ def run_link(run):
 
 
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(ReadOnlyAdmin):
+class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
+    # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
-        "applicant",
-        "email",
-        "phone_number",
         "status_badge",
-        "current_step",
-        "red_flags_count",
-        "failed_validations",
-        "notes_excerpt",
-        "created_at",
+        "reasons",
+        "waiting",
+        "assignee",
+        "decision",
+        "applicant",
+        "contact",
+        "project_column",
         "updated_at",
         "last_confirmed",
     ]
     list_display_links = ["applicant"]
     list_filter = [
+        filters.QueueFilter,
+        filters.DecisionFilter,
         filters.StatusFilter,
         filters.RedFlagsFilter,
         filters.FailedValidationsFilter,
@@ -70,7 +77,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
     ]
     search_fields = ["name", "email", "phone", "notes"]
     search_help_text = "Name, email, phone or notes; a 24-character Verifik id finds that registration."
-    sortable_by = ["created_at", "updated_at", "red_flags_count", "failed_validations", "last_confirmed"]
+    sortable_by = ["status_badge", "reasons", "waiting", "applicant", "updated_at", "last_confirmed"]
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
     list_per_page = 50
@@ -105,7 +112,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
                     "first_synced_at",
                     "last_synced_at",
                     "removed_upstream_at",
-                    "details_pending",
+                    "details_backlog",
                     "recent_runs",
                 ]
             },
@@ -130,8 +137,30 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         covered_at = sync_health(request).covered_at
-        queryset = super().get_queryset(request).with_range_dates()
-        return queryset.annotate(covered_at=Value(covered_at, output_field=DateTimeField()))
+        queryset = self.model._default_manager.get_queryset().with_range_dates()
+        queryset = queryset.select_related("review_state__assignee", "review_state__decision__reviewer")
+        queryset = queryset.annotate(
+            covered_at=Value(covered_at, output_field=DateTimeField()),
+            project_name=KeyTextTransform("name", KeyTransform("project", "populated")),
+        )
+        # Lean on purpose: counts and the date drill-down's MIN/MAX stay index scans. The review
+        # columns are added by the queue filter and, for the rows shown, by ReviewChangeList.
+        return queryset.order_by(*(self.ordering or ()))
+
+    def get_changelist(self, request, **kwargs):
+        return ReviewChangeList
+
+    def get_ordering(self, request):
+        """A queue view lists the oldest waiting first; everything else the newest created first."""
+        if request.GET.get(filters.QueueFilter.parameter_name) in queue.QUEUE_VIEWS or (
+            request.GET.get(filters.DecisionFilter.parameter_name) == "changed_since"
+        ):
+            return ["waiting_since", "pk"]
+        return super().get_ordering(request)
+
+    def lookup_allowed(self, lookup, value, request=None):
+        """The dashboard links to registrations stopped at a step."""
+        return lookup in ("current_step", "status__in") or super().lookup_allowed(lookup, value, request)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -158,7 +187,91 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
         if obj.removed_upstream_at:
             marks.append(rendering.tag("Removed upstream", "muted"))
         name = obj.name or rendering.muted("(no name)")
-        return format_html("{} {}", name, format_html_join(" ", "{}", ((m,) for m in marks)))
+        notes = (
+            format_html(
+                '<span class="vf-sub vf-excerpt" title="{}">{}</span>',
+                Truncator(obj.notes).chars(400),
+                Truncator(obj.notes).chars(60),
+            )
+            if obj.notes
+            else ""
+        )
+        return format_html(
+            '<span class="vf-name">{}</span> {}{}', name, format_html_join(" ", "{}", ((m,) for m in marks)), notes
+        )
+
+    @admin.display(description="Contact")
+    def contact(self, obj):
+        number = " ".join(filter(None, [obj.country_code, obj.phone]))
+        if not obj.email and not number:
+            return rendering.EMPTY
+        return format_html(
+            '<span class="vf-contact" title="{}">{}</span><span class="vf-sub vf-nowrap">{}</span>',
+            obj.email or "",
+            obj.email or "—",
+            number or "—",
+        )
+
+    @admin.display(description="Why it's here", ordering="red_flags")
+    def reasons(self, obj):
+        """The reasons as short chips; muted when the registration is not waiting for anyone."""
+        items = []
+        if obj.status == RegistrationStatus.NEEDS_MANUAL_VERIFICATION:
+            items.append(rendering.chip("manual verification", "warning"))
+        threshold = queue.red_flags_threshold()
+        if obj.red_flags:
+            tone = "danger" if obj.red_flags >= threshold else "neutral"
+            items.append(rendering.chip(f"{obj.red_flags} red flag{'s' if obj.red_flags != 1 else ''}", tone))
+        for kind in ("biometric", "document", "email", "phone"):
+            n = getattr(obj, f"failed_{kind}_count")
+            if n:
+                tone = "danger" if kind in ("biometric", "document") else "neutral"
+                items.append(rendering.chip(f"failed {kind}" + (f" ×{n}" if n > 1 else ""), tone))
+        if obj.changed_since:
+            items.append(rendering.chip("changed since decision", "info"))
+        if obj.awaiting_second:
+            items.append(rendering.chip("awaiting second approval", "info"))
+        state = self._state(obj)
+        if state and state.outcome in (ReviewOutcome.ESCALATED, ReviewOutcome.INFO_REQUESTED):
+            items.append(rendering.chip(ReviewOutcome(state.outcome).label.lower(), "warning"))
+        chips = rendering.chips(items)
+        return chips if obj.waiting_since else format_html('<span class="vf-quiet">{}</span>', chips)
+
+    @admin.display(description="Waiting", ordering="waiting_since")
+    def waiting(self, obj):
+        if obj.waiting_since is None:
+            return rendering.EMPTY
+        waited = rendering.duration(timezone.now() - obj.waiting_since)
+        since = rendering.when(obj.waiting_since)
+        if obj.waiting_since < queue.overdue_cutoff():
+            return format_html('<span class="vf-overdue" title="Overdue: waiting since {}">{} ⚑</span>', since, waited)
+        return format_html('<span class="vf-nowrap" title="Waiting since {}">{}</span>', since, waited)
+
+    @admin.display(description="Assignee")
+    def assignee(self, obj):
+        state = self._state(obj)
+        return format_html("{}", state.assignee) if state and state.assignee_id else rendering.muted("—")
+
+    @admin.display(description="Decision")
+    def decision(self, obj):
+        state = self._state(obj)
+        if not state or not state.outcome:
+            return rendering.muted("none")
+        outcome = ReviewOutcome(state.outcome)
+        reviewer = state.decision.reviewer if state.decision_id else ""
+        title = f"{outcome.label} by {reviewer} on {rendering.when(state.decided_at)}"
+        return rendering.badge(outcome.label, OUTCOME_TONES[outcome], title)
+
+    @admin.display(description="Project", ordering="project_id")
+    def project_column(self, obj):
+        return rendering.project_label(obj.project_id, getattr(obj, "project_name", None))
+
+    @staticmethod
+    def _state(obj):
+        try:
+            return obj.review_state
+        except AppRegistration.review_state.RelatedObjectDoesNotExist:
+            return None
 
     @admin.display(description="Phone")
     def phone_number(self, obj):
@@ -167,7 +280,8 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
-        return rendering.status_badge(obj.status)
+        step = format_html('<span class="vf-sub">{}</span>', obj.current_step) if obj.current_step else ""
+        return format_html("{}{}", rendering.status_badge(obj.status), step)
 
     @admin.display(description="Red flags", ordering="red_flags")
     def red_flags_count(self, obj):
@@ -193,7 +307,11 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
         if confirmed is None:
             return rendering.EMPTY
         stale = selectors.is_stale(confirmed)
-        text = format_html("{}", confirmed.strftime("%Y-%m-%d %H:%M"))
+        text = format_html(
+            '<span class="vf-nowrap">{}</span> <span class="vf-nowrap">{}</span>',
+            confirmed.strftime("%Y-%m-%d"),
+            confirmed.strftime("%H:%M"),
+        )
         return (
             format_html('<span class="vf-stale" title="Not synced for 24 h">{} stale</span>', text) if stale else text
         )
@@ -209,7 +327,23 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Project")
     def project(self, obj):
-        return self._reference(obj, "project", "project_id")
+        name = ((obj.populated or {}).get("project") or {}).get("name")
+        return rendering.project_label(obj.project_id, name if isinstance(name, str) else None)
+
+    @admin.display(description="Detail fetch")
+    def details_backlog(self, obj):
+        """Whether Verifik's detail endpoint still owes this registration a fetch, and why it failed."""
+        if not obj.details_pending:
+            return "Up to date"
+        parts = ["Pending"]
+        if obj.details_failures:
+            parts.append(f"{obj.details_failures} failed attempt{'s' if obj.details_failures != 1 else ''}")
+        if obj.details_retry_at and obj.details_retry_at > timezone.now():
+            parts.append(f"backing off until {rendering.when(obj.details_retry_at)}")
+        text = ", ".join(parts)
+        if obj.details_error:
+            return format_html('{}<br><span class="vf-stale">{}</span>', text, obj.details_error)
+        return text
 
     @admin.display(description="Project flow")
     def project_flow(self, obj):
@@ -309,6 +443,7 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
+            *self.review_urls(),
             path("sync/", self.admin_site.admin_view(self.sync_view), name="{}_{}_sync".format(*info)),
             path(
                 "<path:object_id>/refresh/",
@@ -377,7 +512,12 @@ class AppRegistrationAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        if self.get_object(request, unquote(object_id)) is None:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
             raise Http404("No registration with this id.")
-        extra_context = {**(extra_context or {}), "can_refresh": self.has_refresh_permission(request)}
+        queue.attach_review(obj)
+        extra_context = {
+            **self.review_context(request, obj, extra_context),
+            "can_refresh": self.has_refresh_permission(request),
+        }
         return super().change_view(request, object_id, form_url, extra_context)

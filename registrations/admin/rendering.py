@@ -2,6 +2,7 @@
 
 import json
 
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -112,3 +113,36 @@ def failed_items_table(items):
 
 def pretty_json(value):
     return format_html('<pre class="vf-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+def chip(text, tone="neutral", title=""):
+    """A short reason or state, as reviewers scan them in the list ("4 red flags")."""
+    return format_html('<span class="vf-chip vf-chip-{}" title="{}">{}</span>', tone, title, text)
+
+
+def chips(items):
+    return format_html_join("", "{}", ((item,) for item in items)) if items else EMPTY
+
+
+def duration(delta):
+    """A waiting time in the largest unit that keeps it short: 45 min, 7 h, 3 d."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
+
+
+def when(moment):
+    """A date and time as the admin shows them, in the current time zone."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+
+def project_label(project_id, name):
+    """A project by its name (from the populated project), the id as a tooltip; the id alone without a name."""
+    if not project_id:
+        return EMPTY
+    if not name:
+        return format_html('<code title="{}">{}…</code>', project_id, project_id[:8])
+    return format_html('<span title="Project {}">{}</span>', project_id, name)

@@ -1,14 +1,38 @@
-"""Models, one module per concern: the mirror and its history; the sync's own records."""
+"""Models, one module per concern: the mirror and its history; the sync's own records; the review desk's data."""
 
 from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange
+from .review import (
+    COMMENT_MAX_LENGTH,
+    REASON_REQUIRED,
+    REQUEUEING_OUTCOMES,
+    Dashboard,
+    ReviewAssignment,
+    ReviewCheckpoint,
+    ReviewComment,
+    ReviewDecision,
+    ReviewOutcome,
+    ReviewQueue,
+    ReviewState,
+)
 from .runs import LISTING_KINDS, PendingRefresh, SyncRun, WebhookDelivery
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "COMMENT_MAX_LENGTH",
+    "REASON_REQUIRED",
+    "REQUEUEING_OUTCOMES",
     "AppRegistration",
+    "Dashboard",
     "LISTING_KINDS",
     "PendingRefresh",
     "RegistrationStatus",
+    "ReviewAssignment",
+    "ReviewCheckpoint",
+    "ReviewComment",
+    "ReviewDecision",
+    "ReviewOutcome",
+    "ReviewQueue",
+    "ReviewState",
     "StatusChange",
     "SyncRun",
     "WebhookDelivery",
