@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.db.models import Q
 
 from .. import queue, selectors
+from ..mapping import FAILED_VALIDATION_KINDS
 from ..models import RegistrationStatus
 from . import rendering
 from .per_request import present_values, project_names, sync_health
@@ -52,10 +53,7 @@ class FailedValidationsFilter(ChoicesFilter):
     parameter_name = "failed"
     options = {
         "any": ("Any kind", Q(failed_validations_count__gt=0)),
-        "email": ("Email", Q(failed_email_count__gt=0)),
-        "phone": ("Phone", Q(failed_phone_count__gt=0)),
-        "biometric": ("Biometric", Q(failed_biometric_count__gt=0)),
-        "document": ("Document", Q(failed_document_count__gt=0)),
+        **{kind: (kind.title(), Q(**{f"failed_{kind}_count__gt": 0})) for kind in FAILED_VALIDATION_KINDS},
     }
 
 

@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from .. import dispatch, queue, selectors
-from ..mapping import REFERENCES, is_object_id
+from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
 from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
@@ -20,7 +20,7 @@ from .changelist import ReviewChangeList
 from .per_request import sync_health
 from .review import OUTCOME_TONES, ReviewDeskMixin
 
-FAILED_KINDS = [("email", "Email"), ("phone", "Phone"), ("biometric", "Biometric"), ("document", "Document")]
+FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
 ESTIMATE_ABOVE = 10_000
 SEARCH_IDS_LIMIT = 5_000
 
@@ -307,10 +307,11 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         if confirmed is None:
             return rendering.EMPTY
         stale = selectors.is_stale(confirmed)
+        local = timezone.localtime(confirmed)
         text = format_html(
             '<span class="vf-nowrap">{}</span> <span class="vf-nowrap">{}</span>',
-            confirmed.strftime("%Y-%m-%d"),
-            confirmed.strftime("%H:%M"),
+            local.strftime("%Y-%m-%d"),
+            local.strftime("%H:%M %Z"),
         )
         return (
             format_html('<span class="vf-stale" title="Not synced for 24 h">{} stale</span>', text) if stale else text
@@ -407,7 +408,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             (
                 run_link(run),
                 rendering.badge(run.get_outcome_display(), run.outcome),
-                run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                rendering.when(run.started_at),
                 run.get_trigger_display(),
                 run.user or "—",
                 run.error or "",

@@ -135,8 +135,8 @@ def duration(delta):
 
 
 def when(moment):
-    """A date and time as the admin shows them, in the current time zone."""
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "—"
+    """A date and time as the admin shows them, in the current time zone, named."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z") if moment else "—"
 
 
 def project_label(project_id, name):
