@@ -128,7 +128,10 @@ def truncate_mirror():
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE registrations_appregistration, registrations_syncrun RESTART IDENTITY CASCADE")
+        cursor.execute(
+            "TRUNCATE registrations_appregistration, registrations_statuschange, registrations_syncrun "
+            "RESTART IDENTITY CASCADE"
+        )
 
 
 def table_writes():

@@ -9,18 +9,20 @@ the mapping, which rejects what no column can hold.
 """
 
 import math
+import re
 
 MAX_DEPTH = 64
 DEPTH_MARKER = {"_truncated": f"nested deeper than {MAX_DEPTH} levels"}
-# Tokens whose presence in a payload's canonical JSON (ensure_ascii) means it may need cleaning.
-_SUSPECT = ("\\u0000", "\\ud8", "\\ud9", "\\uda", "\\udb", "\\udc", "\\udd", "\\ude", "\\udf", "NaN", "Infinity")
+# Tokens whose presence in a payload's canonical JSON (ensure_ascii) means it may need cleaning:
+# an escaped NUL, an escaped surrogate, NaN or an infinity. One pass of one pattern.
+_SUSPECT = re.compile(r"\\u0000|\\ud[89a-f]|NaN|Infinity")
 
 
 def needs_cleaning(canonical_json):
     """Cheap pre-check on the payload's canonical JSON: most payloads skip the walk entirely."""
     if canonical_json.count("{") + canonical_json.count("[") > MAX_DEPTH:
         return True  # could be deeper than allowed; the walk decides
-    return any(token in canonical_json for token in _SUSPECT)
+    return _SUSPECT.search(canonical_json) is not None
 
 
 def clean(payload):
