@@ -18,13 +18,10 @@ way into the queue is its own index-ordered query ("leg"), cut at the page's end
 and one `UNION ALL` merges them (docs/DESIGN.md, "Review desk").
 """
 
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import EmptyResultSet
-from django.db import connection
 from django.db.models import (
     BooleanField,
     Case,
@@ -41,6 +38,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import selectors
 from .models import (
     REQUEUEING_OUTCOMES,
     RegistrationStatus,
@@ -281,20 +279,6 @@ def ordered_page(legs_, offset, limit):
     return [row["rid"] for row in merged[offset : offset + limit]]
 
 
-def _estimated_rows(queryset):
-    if connection.vendor != "postgresql":
-        return None
-    try:
-        sql, params = queryset.query.sql_with_params()
-    except EmptyResultSet:
-        return 0
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-        plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    return int(plan[0]["Plan"]["Plan Rows"])
-
-
 @dataclass(frozen=True)
 class Size:
     count: int
@@ -317,7 +301,7 @@ def size(base, view=None, decision=None, user=None, now=None, reached=None):
     # (approvals at the red-flag threshold waiting for a second reviewer): counted without an estimate.
     only_bounded = view is None or view == "awaiting_second"
     if not only_bounded:
-        estimate = _estimated_rows(plain.order_by().values("pk"))
+        estimate = selectors.estimated_rows(plain)
         if estimate is not None and estimate > ESTIMATE_ABOVE:
             return Size(estimate, True)
     if chosen is None:

@@ -140,19 +140,6 @@ def project_names(project_ids, sample=20):
         f"FROM {table} WHERE project_id >= p.id AND project_id <= p.id ORDER BY project_id LIMIT %s) AS s) "
         "FROM unnest(%s::text[]) AS p(id)"
     )
-    if connection.vendor != "postgresql":
-        sql = None
-    if sql is None:
-        names = {}
-        for project_id in project_ids:
-            for populated in AppRegistration.objects.filter(project_id=project_id).values_list("populated", flat=True)[
-                :sample
-            ]:
-                name = ((populated or {}).get("project") or {}).get("name")
-                if name:
-                    names[project_id] = name
-                    break
-        return names
     with connection.cursor() as cursor:
         cursor.execute(sql, [sample, list(project_ids)])
         return {project_id: name for project_id, name in cursor.fetchall() if name}
