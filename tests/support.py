@@ -2,6 +2,7 @@
 
 import time
 
+from django.contrib.auth.models import Group, User
 from django.db import connection
 
 from registrations.mapping import parse_timestamp
@@ -69,3 +70,11 @@ def sync_lock_is_free():
             [SYNC_LOCK_KEY],
         )
         return cursor.fetchone()[0] == 0
+
+
+def staff(username, group=None):
+    """A staff user with password "pw", in `group` when named (the groups come from the migrations)."""
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user

@@ -11,6 +11,8 @@ from django.urls import reverse
 from registrations.models import AppRegistration, SyncRun
 from registrations.sync import run_sync, store_detail
 
+from .support import staff
+
 pytestmark = pytest.mark.django_db
 
 LIST = reverse("admin:registrations_appregistration_changelist")
@@ -24,13 +26,6 @@ def detail_url(obj):
 
 def refresh_url(obj):
     return reverse("admin:registrations_appregistration_refresh", args=[obj.pk])
-
-
-def staff(username, group_name=None):
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    if group_name:
-        user.groups.add(Group.objects.get(name=group_name))
-    return user
 
 
 @pytest.fixture

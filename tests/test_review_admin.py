@@ -2,13 +2,14 @@
 the timeline, the dashboard, navigation, and what the list reads."""
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from registrations.models import AppRegistration, ReviewAssignment, ReviewComment, ReviewDecision, StatusChange
 from registrations.sync import run_sync
+
+from .support import staff
 
 pytestmark = pytest.mark.django_db
 
@@ -18,13 +19,6 @@ DASHBOARD = "/admin/registrations/dashboard/"
 
 def url(name, obj):
     return reverse(f"admin:registrations_appregistration_{name}", args=[obj.pk])
-
-
-def staff(username, group=None):
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
 
 
 @pytest.fixture
