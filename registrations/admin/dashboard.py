@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 from .. import dashboard
 from ..models import Dashboard, RegistrationStatus, ReviewOutcome, ReviewQueue
 from . import rendering
+from .base import ReadOnlyAdmin
 from .review import OUTCOME_TONES
 
 STATUS_ORDER = [s.value for s in RegistrationStatus]
@@ -28,7 +29,7 @@ def list_url(**params):
     return reverse("admin:registrations_appregistration_changelist") + ("?" + urlencode(params) if params else "")
 
 
-class EntryAdmin(admin.ModelAdmin):
+class EntryAdmin(ReadOnlyAdmin):
     """An admin entry that is a page, not a table: visible to whoever may view registrations."""
 
     def has_view_permission(self, request, obj=None):
@@ -36,15 +37,6 @@ class EntryAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
