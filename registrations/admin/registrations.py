@@ -11,9 +11,9 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .. import dispatch, queue, selectors
+from .. import audit, dispatch, queue, selectors
 from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
-from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
+from ..models import AppRegistration, AuditAction, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
 from .changelist import ReviewChangeList
@@ -35,12 +35,17 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         if not self.object_list.query.where:
-            estimate = selectors.estimated_total()
+            estimate = selectors.estimated_total(self.object_list.model)
         else:
             estimate = selectors.estimated_rows(self.object_list)
         if estimate is not None and estimate > ESTIMATE_ABOVE:
             return estimate
         return super().count
+
+
+def _dispatched(result):
+    """What a refresh or sync request came to, for its audit event."""
+    return {"queued": result.queued, "joined": result.joined, "run": result.run.pk if result.run else None}
 
 
 def run_link(run):
@@ -431,8 +436,12 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.action(description="Refresh from Verifik", permissions=["refresh"])
     def refresh_from_verifik(self, request, queryset):
-        ids = list(queryset.values_list("verifik_id", flat=True)[:500])
+        rows = list(queryset.values_list("pk", "verifik_id")[:500])
+        ids = [verifik_id for _, verifik_id in rows]
         results = dispatch.request_refreshes(ids, user_id=request.user.pk)
+        audit.record_each(
+            AuditAction.REFRESH, [pk for pk, _ in rows], request=request, details={"bulk": True, "count": len(rows)}
+        )
         if results and results[0].queued:
             self.message_user(request, f"Refresh of {len(ids)} registrations queued; see Sync runs for progress.")
             return
@@ -470,6 +479,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         if obj is None:
             raise Http404("No registration with this id.")
         result = dispatch.request_refresh(obj.verifik_id, user_id=request.user.pk)
+        audit.record(AuditAction.REFRESH, registration=obj, request=request, details=_dispatched(result))
         self._report(request, result, "Refresh")
         return HttpResponseRedirect(reverse("admin:registrations_appregistration_change", args=[obj.pk]))
 
@@ -478,7 +488,9 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         refused = self._require_refresh(request)
         if refused:
             return refused
-        self._report(request, dispatch.request_sync(user_id=request.user.pk), "Sync")
+        result = dispatch.request_sync(user_id=request.user.pk)
+        audit.record(AuditAction.SYNC, request=request, details=_dispatched(result))
+        self._report(request, result, "Sync")
         return HttpResponseRedirect(reverse("admin:registrations_appregistration_changelist"))
 
     def _report(self, request, result, what):
@@ -521,4 +533,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             **self.review_context(request, obj, extra_context),
             "can_refresh": self.has_refresh_permission(request),
         }
-        return super().change_view(request, object_id, form_url, extra_context)
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if response.status_code == 200:  # shown: the permission check passed (it raises otherwise)
+            audit.record(AuditAction.VIEW, registration=obj, request=request)
+        return response

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from .. import queue, review, timeline
-from ..models import COMMENT_MAX_LENGTH, REASON_REQUIRED, ReviewOutcome
+from ..models import COMMENT_MAX_LENGTH, REASON_REQUIRED, AuditAction, ReviewOutcome
 from . import rendering
 
 TIMELINE_ON_PAGE = 12
@@ -83,7 +83,7 @@ class ReviewDeskMixin:
         outcome, reason = request.POST.get("outcome", ""), request.POST.get("reason", "")
         seen = review.parse_version(request.POST.get("version", ""))
         try:
-            result = review.decide(obj, request.user, outcome, reason, seen_version=seen)
+            result = review.decide(obj, request.user, outcome, reason, seen_version=seen, request=request)
         except review.ReviewError as error:
             return self._refused(request, obj, error, {"outcome": outcome, "reason": reason})
         review.check_versions()
@@ -109,7 +109,7 @@ class ReviewDeskMixin:
         value = request.POST.get("assignee", "").strip()
         try:
             assignee = self._assignee(request, value)
-            changed = review.assign(obj, request.user, assignee)
+            changed = review.assign(obj, request.user, assignee, request=request)
         except review.ReviewError as error:
             return self._refused(request, obj, error, {})
         if not changed:
@@ -138,7 +138,7 @@ class ReviewDeskMixin:
             return refused
         text = request.POST.get("text", "")
         try:
-            review.comment(obj, request.user, text)
+            review.comment(obj, request.user, text, request=request)
         except review.ReviewError as error:
             return self._refused(request, obj, error, {"text": text})
         self.message_user(request, "Comment added.", messages.SUCCESS)
@@ -154,7 +154,7 @@ class ReviewDeskMixin:
         decision = state.decision if state is not None else None
         waiting_since = getattr(obj, "waiting_since", None)
         can_decide = self.has_decide_permission(request)
-        events = timeline.events(obj, limit=TIMELINE_ON_PAGE + 1)
+        events = timeline.events(obj, limit=TIMELINE_ON_PAGE + 1, audit=timeline.can_see_audit(request.user))
         return {
             "review_state": state,
             "decision": decision,
@@ -191,7 +191,7 @@ class ReviewDeskMixin:
             "subtitle": None,
             "object": obj,
             "opts": self.opts,
-            "timeline": [describe(event) for event in timeline.events(obj)],
+            "timeline": [describe(event) for event in timeline.events(obj, audit=timeline.can_see_audit(request.user))],
             "timeline_limit": timeline.LIMIT,
             **(extra_context or {}),
         }
@@ -284,6 +284,13 @@ def describe(event):
         return event.at, who, (format_html("Assigned to {}", event.a) if event.a else "Unassigned"), "assignment"
     if kind == "comment":
         return event.at, who, format_html('<span class="vf-comment">{}</span>', event.a), "comment"
+    if kind == "audit":
+        label = AuditAction(event.a).label if event.a in AuditAction.values else event.a
+        url = reverse("admin:registrations_auditevent_change", args=[event.ref])
+        what = format_html('Audit: <a href="{}">{}</a>', url, label)
+        if event.b:
+            what = format_html("{} — {}", what, event.b)
+        return event.at, who or "system", what, "audit"
     url = reverse("admin:registrations_syncrun_change", args=[event.ref])
     what = format_html('Refresh from Verifik: {} (<a href="{}">run #{}</a>)', event.a, url, event.ref)
     if event.c:
