@@ -117,6 +117,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
                     "first_synced_at",
                     "last_synced_at",
                     "removed_upstream_at",
+                    "erased",
                     "details_backlog",
                     "recent_runs",
                 ]
@@ -191,7 +192,9 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             marks.append(rendering.tag("Deleted at Verifik", "danger"))
         if obj.removed_upstream_at:
             marks.append(rendering.tag("Removed upstream", "muted"))
-        name = obj.name or rendering.muted("(no name)")
+        if obj.erased_at:
+            marks.append(rendering.tag("Personal data erased", "muted"))
+        name = obj.name or rendering.muted("(erased)" if obj.erased_at else "(no name)")
         notes = (
             format_html(
                 '<span class="vf-sub vf-excerpt" title="{}">{}</span>',
@@ -350,6 +353,13 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         if obj.details_error:
             return format_html('{}<br><span class="vf-stale">{}</span>', text, obj.details_error)
         return text
+
+    @admin.display(description="Personal data")
+    def erased(self, obj):
+        """Erased or kept; the `purge` event in the audit trail says by whom and why."""
+        if not obj.erased_at:
+            return "Kept"
+        return format_html("{} on {}", rendering.tag("Erased", "muted"), rendering.when(obj.erased_at))
 
     @admin.display(description="Project flow")
     def project_flow(self, obj):
