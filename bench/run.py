@@ -24,6 +24,7 @@ SIZES = {
         "admin": 20_000,
         "admin_reps": 3,
         "decisions": 2_000,
+        "audit_events": 20_000,
     },
     "full": {
         "count": 100_000,
@@ -34,6 +35,7 @@ SIZES = {
         "admin": 1_000_000,
         "admin_reps": 7,
         "decisions": 100_000,
+        "audit_events": 1_000_000,
     },
 }
 
@@ -67,7 +69,9 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", nargs="*", choices=["sync", "memory", "details", "admin"], help="run only these")
+    parser.add_argument(
+        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "audit"], help="run only these"
+    )
     parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
@@ -78,7 +82,7 @@ def main():
     call_command("migrate", verbosity=0)
     from . import admin_scenarios, sync_scenarios
 
-    only = set(args.only or ["sync", "memory", "details", "admin"])
+    only = set(args.only or ["sync", "memory", "details", "admin", "audit"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -123,6 +127,10 @@ def main():
         save()
         results["review"] = admin_scenarios.review_desk_at_scale(size["admin"], size["decisions"], size["admin_reps"])
         report_review(results["review"])
+        save()
+    if "audit" in only:
+        results["audit"] = admin_scenarios.audit_at_scale(size["admin"], size["audit_events"], size["admin_reps"])
+        report_audit(results["audit"])
         save()
     save()
     print(f"\nwritten to {output}")
@@ -224,6 +232,19 @@ def report_review(r):
             f"\n   EXPLAIN, slowest query of '{v['view']}':\n"
             + "\n".join("     " + line for line in v["plan"].splitlines())
         )
+
+
+def report_audit(a):
+    print_table(
+        f"8. Audit trail at {a['count']} registrations, {a['events']} audit events (median server time)",
+        ["view", "ms", "queries", "full scans", "slowest query ms"],
+        [[v["view"], f"{v['ms']:.0f}", v["queries"], v["full_scans"], f"{v['slowest_ms']:.0f}"] for v in a["views"]],
+    )
+    print(
+        f"   detail view: {a['detail_ms_with_audit']:.1f} ms with its audit write, "
+        f"{a['detail_ms_without_audit']:.1f} ms without ({a['audit_adds_ms']:+.1f} ms, target <= 5; "
+        f"{a['samples']} interleaved samples each); the INSERT alone {a['insert_ms_median']:.2f} ms"
+    )
 
 
 if __name__ == "__main__":
