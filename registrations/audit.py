@@ -34,6 +34,7 @@ def record(action, *, actor=None, registration=None, request=None, details=None)
 def record_each(action, registration_ids, *, actor=None, request=None, details=None):
     """One event per registration (by primary key) in one INSERT: a bulk action on many registrations."""
     fields = _fields(action, actor, None, request, details)
+    del fields["registration"]
     return AuditEvent.objects.bulk_create([AuditEvent(**fields, registration_id=pk) for pk in registration_ids])
 
 

@@ -28,6 +28,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["registration__verifik_id"]
     search_help_text = "A registration's Verifik id (or its number in this admin) lists its events."
     ordering = ["-at", "-id"]
+    sortable_by = ["at"]  # newest or oldest first, through the index; other sorts would sort every event
     list_per_page = 100
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -59,7 +60,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
             return queryset.filter(registration_id__in=[*registrations.values_list("pk", flat=True), int(term)]), False
         return queryset.filter(registration_id__in=registrations), False
 
-    @admin.display(description="Registration", ordering="registration")
+    @admin.display(description="Registration")
     def registration_link(self, obj):
         if obj.registration_id is None:
             return rendering.EMPTY
