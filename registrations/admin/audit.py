@@ -20,7 +20,7 @@ from .registrations import EstimatedCountPaginator
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "action", "actor", "registration_link", "ip", "details_excerpt"]
+    list_display = ["at", "action", "actor_name", "registration_link", "ip", "details_excerpt"]
     list_display_links = ["at"]
     list_filter = ["action", ("actor", admin.RelatedFieldListFilter), ("at", admin.DateFieldListFilter)]
     list_select_related = ["actor", "registration"]
@@ -33,7 +33,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     actions = None
-    fields = ["at", "action", "actor", "registration_link", "ip", "details_pretty"]
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would count millions of events
+    fields = ["at", "action", "actor_name", "registration_link", "ip", "details_pretty"]
     readonly_fields = fields
 
     class Media:
@@ -67,13 +68,21 @@ class AuditEventAdmin(ReadOnlyAdmin):
         url = reverse("admin:registrations_appregistration_change", args=[obj.registration_id])
         return format_html('<a href="{}"><code>{}</code></a>', url, obj.registration.verifik_id)
 
+    @admin.display(description="Actor")
+    def actor_name(self, obj):
+        return obj.actor.get_username() if obj.actor_id else rendering.muted("system")
+
     @admin.display(description="Details")
     def details_excerpt(self, obj):
         if not obj.details:
             return rendering.EMPTY
-        text = json.dumps(obj.details, ensure_ascii=False, sort_keys=True)
-        return format_html('<span title="{}">{}</span>', Truncator(text).chars(1000), Truncator(text).chars(100))
+        text = "; ".join(f"{key}: {_compact(value)}" for key, value in sorted(obj.details.items()))
+        return format_html('<span title="{}">{}</span>', Truncator(text).chars(1000), Truncator(text).chars(90))
 
     @admin.display(description="Details")
     def details_pretty(self, obj):
         return rendering.pretty_json(obj.details) if obj.details else rendering.EMPTY
+
+
+def _compact(value):
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
