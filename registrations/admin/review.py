@@ -287,7 +287,7 @@ def describe(event):
     if kind == "audit":
         label = AuditAction(event.a).label if event.a in AuditAction.values else event.a
         url = reverse("admin:registrations_auditevent_change", args=[event.ref])
-        what = format_html('Audit: <a href="{}">{}</a>', url, label)
+        what = format_html('Audit: <a href="{}" class="vf-audit" data-action="{}">{}</a>', url, event.a, label)
         if event.b:
             what = format_html("{} — {}", what, event.b)
         return event.at, who or "system", what, "audit"
