@@ -35,29 +35,24 @@ def page(request, template, status=200, **context):
 
 @never_cache
 def enrol(request):
-    """GET: the QR code of a pending authenticator; POST `otp_token`: one code from it confirms it."""
+    """The QR code of a pending authenticator (GET; with one enrolled, only after "Move to a new phone"),
+    and its confirmation (POST `otp_token`: one code from it)."""
     user = request.user
     current = devices.confirmed_authenticator(user)
     if not may_change_second_factor(request):
         return page(request, "access/enrol.html", status=403, refused=NEEDS_VERIFIED_SESSION, current=current)
-    pending = devices.pending_authenticator(user)
-    error = None
-    if request.method == "POST":
-        if devices.confirm_authenticator(pending, request.POST.get("otp_token", "")):
-            otp_login(request, pending)  # this session has just proved the new device
-            messages.success(request, "Your authenticator app is confirmed: log in with its codes from now on.")
-            return redirect("access:enrol")
-        error = "That code is not valid. Enter the code your app shows now for verifik-admin."
-    return page(
-        request,
-        "access/enrol.html",
-        current=current,
-        pending=pending,
-        qr=devices.qr_svg_data_uri(pending.config_url),
-        secret=devices.secret_text(pending),
-        error=error,
-        backup_codes_left=devices.backup_codes_left(user),
-    )
+    context = {"current": current, "backup_codes_left": devices.backup_codes_left(user)}
+    if current is None or request.method == "POST" or "new" in request.GET:
+        pending = devices.pending_authenticator(user)
+        if request.method == "POST":
+            if devices.confirm_authenticator(pending, request.POST.get("otp_token", "")):
+                otp_login(request, pending)  # this session has just proved the new device
+                messages.success(request, "Your authenticator app is confirmed: log in with its codes from now on.")
+                return redirect("access:enrol")
+            context["error"] = "That code is not valid. Enter the code your app shows now for verifik-admin."
+        qr = devices.qr_svg_data_uri(pending.config_url)
+        context.update(pending=pending, qr=qr, secret=devices.secret_text(pending))
+    return page(request, "access/enrol.html", **context)
 
 
 @never_cache
