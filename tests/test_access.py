@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from base64 import b32decode
 from datetime import timedelta
 from pathlib import Path
@@ -19,13 +18,12 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
-from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from access import devices
 
-from .support import database_url, staff
+from .support import database_url, staff, totp_code
 
 pytestmark = pytest.mark.django_db
 
@@ -37,11 +35,7 @@ BACKUP_CODES = reverse("access:backup_codes")
 LIST = reverse("admin:registrations_appregistration_changelist")
 
 
-def code(device, offset=0):
-    """The device's TOTP code `offset` seconds from now (one step later for a second login: no replay)."""
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    totp.time = time.time() + offset
-    return f"{totp.token():0{device.digits}d}"
+code = totp_code
 
 
 def enrolled(username):
@@ -130,7 +124,12 @@ def test_another_users_device_cannot_be_chosen(client):
     _, mallory_device = enrolled("mallory")
     response = client.post(
         LOGIN,
-        {"username": "alice", "password": "pw", "otp_device": mallory_device.persistent_id, "otp_token": code(mallory_device)},
+        {
+            "username": "alice",
+            "password": "pw",
+            "otp_device": mallory_device.persistent_id,
+            "otp_token": code(mallory_device),
+        },
     )
     assert response.status_code == 200 and not logged_in(client)
 
@@ -297,7 +296,8 @@ def test_after_the_limit_the_right_password_is_refused_until_the_lockout_ends(cl
     assert AccessAttempt.objects.get(username="alice").attempt_time == last  # refusals do not push the end
 
     # The window passes (moved in the database, no waiting): the right password and code log in.
-    AccessAttempt.objects.update(attempt_time=last - timedelta(minutes=settings.DJANGO_LOGIN_LOCKOUT_MINUTES, seconds=1))
+    window = timedelta(minutes=settings.DJANGO_LOGIN_LOCKOUT_MINUTES)
+    AccessAttempt.objects.update(attempt_time=last - window - timedelta(seconds=1))
     response = log_in(client, "alice", code(device))
     assert response.status_code == 302 and logged_in(client)
     assert not AccessAttempt.objects.filter(username="alice").exists()  # a full login clears the count
