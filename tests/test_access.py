@@ -233,6 +233,20 @@ def test_the_user_links_lead_to_the_two_factor_page(client):
     assert f'href="{ENROL}"' in client.get(INDEX).content.decode()
 
 
+def test_the_devices_admin_never_shows_a_key_or_backup_code(admin_client):
+    user, device = enrolled("alice")
+    backup = devices.issue_backup_codes(user)
+    pages = [
+        reverse("admin:otp_totp_totpdevice_changelist"),
+        reverse("admin:otp_totp_totpdevice_change", args=[device.pk]),
+        reverse("admin:otp_static_staticdevice_change", args=[devices.backup_device(user).pk]),
+    ]
+    html = "".join(admin_client.get(url).content.decode() for url in pages)
+    assert "alice" in html and device.key not in html and devices.secret_text(device) not in html
+    assert not [code for code in backup if code in html]
+    assert admin_client.get(reverse("admin:otp_totp_totpdevice_config", args=[device.pk])).status_code == 403
+
+
 # --- The command ----------------------------------------------------------------------------
 
 

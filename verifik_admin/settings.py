@@ -140,6 +140,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # The admin login form asks for a TOTP code (or a backup code) when this is on; read at request time.
 DJANGO_REQUIRE_2FA = env.bool("DJANGO_REQUIRE_2FA", default=not DEBUG)
 OTP_TOTP_ISSUER = "verifik-admin"  # the name authenticator apps show beside the account
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the devices' admin never shows a key, a QR code or backup codes
 
 # Lockout (django-axes): after DJANGO_LOGIN_FAILURE_LIMIT failed logins for a username, every login
 # of that username is refused until DJANGO_LOGIN_LOCKOUT_MINUTES after the last failure.
