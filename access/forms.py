@@ -4,6 +4,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.signals import user_login_failed
+from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm
 from django_otp.models import Device
 
@@ -32,6 +33,7 @@ class LoginForm(OTPAdminAuthenticationForm):
 
     otp_token = forms.CharField(
         required=False,
+        max_length=64,
         label="Authentication code",
         help_text="The 6-digit code from your authenticator app, or one of your backup codes.",
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "text", "spellcheck": "false"}),
@@ -65,8 +67,9 @@ class LoginForm(OTPAdminAuthenticationForm):
     def _chosen_device(self, user):
         chosen = self.cleaned_data.get("otp_device")
         if chosen:
-            device = Device.from_persistent_id(chosen, for_verify=True)
-            return device if device is not None and device.user_id == user.pk else None
+            # Only one of the user's own devices: django-otp would look up any model the value names.
+            own = {device.persistent_id for device in devices_for_user(user)}
+            return Device.from_persistent_id(chosen, for_verify=True) if chosen in own else None
         token = self.cleaned_data.get("otp_token") or ""
         authenticator = devices.confirmed_authenticator(user)
         if not (token.isdigit() and authenticator is not None and len(token) == authenticator.digits):

@@ -134,6 +134,22 @@ def test_another_users_device_cannot_be_chosen(client):
     assert response.status_code == 200 and not logged_in(client)
 
 
+@pytest.mark.parametrize(
+    "otp_device", ["auth.user/1", "otp_totp.totpdevice/99999999999999999999999", "nonsense", "a.b.c/x", "\u00e9/1"]
+)
+def test_a_hostile_device_choice_is_refused_without_a_500(client, otp_device):
+    _, device = enrolled("alice")
+    data = {"username": "alice", "password": "pw", "otp_device": otp_device, "otp_token": code(device)}
+    response = client.post(LOGIN, data)
+    assert response.status_code == 200 and not logged_in(client)
+
+
+def test_a_huge_code_is_refused_without_counting(client):
+    enrolled("alice")
+    response = log_in(client, "alice", "9" * 100_000)
+    assert response.status_code == 200 and not logged_in(client) and not AccessAttempt.objects.exists()
+
+
 @override_settings(DJANGO_REQUIRE_2FA=False)
 def test_with_2fa_off_the_password_alone_logs_in(client):
     staff("demo")
