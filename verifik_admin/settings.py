@@ -166,6 +166,7 @@ AXES_RESET_ON_SUCCESS = True  # a complete login (password and second factor) cl
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the end time the lockout page shows stays true
 AXES_LOCKOUT_CALLABLE = "access.lockout.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "access.client_ip.client_ip"
+AXES_VERBOSE = False  # no start-up banner in every process's log; failures and lockouts are still logged
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token", "csrfmiddlewaretoken"]
 
 # Sessions end after DJANGO_SESSION_IDLE_MINUTES without a request, and when the browser closes.
