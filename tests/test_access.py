@@ -366,6 +366,8 @@ def test_attempts_show_in_the_admin_without_secrets(client, admin_client):
     assert "wrong" not in attempt.post_data and "000000" not in attempt.post_data
     html = admin_client.get(reverse("admin:axes_accessattempt_changelist")).content.decode()
     assert "alice" in html
+    index = admin_client.get(INDEX).content.decode()
+    assert "Login attempts" in index and "Two-factor: authenticator apps" in index
 
 
 # --- The client's address ----------------------------------------------------------------------
