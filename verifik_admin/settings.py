@@ -154,8 +154,9 @@ AUTHENTICATION_BACKENDS = [
     "access.backends.LockoutBackend",  # refuses locked-out usernames before the password is checked
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = DJANGO_LOGIN_FAILURE_LIMIT
-AXES_COOLOFF_TIME = timedelta(minutes=DJANGO_LOGIN_LOCKOUT_MINUTES)
+# The two DJANGO_LOGIN_* settings above, read per request (so override_settings reaches them too).
+AXES_FAILURE_LIMIT = "access.lockout.failure_limit"
+AXES_COOLOFF_TIME = "access.lockout.cool_off"
 # Per username, wherever the attempts come from (DESIGN "Access control": per address, one office
 # behind NAT, or every client behind a misconfigured proxy, would lock each other out). Axes warns
 # about any list without the address (axes.W006, silenced below): rotating user agents or cookies
