@@ -379,10 +379,16 @@ def test_attempts_show_in_the_admin_without_secrets(client, admin_client):
     [
         (False, "203.0.113.7", "127.0.0.1"),
         (True, "203.0.113.7", "203.0.113.7"),
-        (True, "198.51.100.66, 203.0.113.7", "203.0.113.7"),  # the first entry is the client's word
+        (True, "198.51.100.66, 203.0.113.7", "203.0.113.7"),  # what the client sent is left of its address
+        (True, "203.0.113.7, 10.0.0.2", "203.0.113.7"),  # an internal load balancer's hop is passed over
+        (True, "198.51.100.66, 203.0.113.7, 10.0.0.2, 192.168.1.1", "203.0.113.7"),
+        (True, "10.1.2.3", "10.1.2.3"),  # a client inside the network
+        (True, "10.9.9.9, 172.16.0.4", "10.9.9.9"),
         (True, "not-an-address", "127.0.0.1"),
+        (True, "203.0.113.7, 203.0.113.8; DROP TABLE", "127.0.0.1"),
         (True, "", "127.0.0.1"),
         (True, "2001:db8::1", "2001:db8::1"),
+        (True, "2001:db8::1, fd00::5", "2001:db8::1"),
     ],
 )
 def test_x_forwarded_for_is_used_only_behind_the_proxy(client, behind_proxy, forwarded, recorded):
