@@ -11,11 +11,12 @@ configured secrets are cut out of every string, and long strings are shortened,
 so a hostile reason or filter costs a bounded row.
 """
 
-import ipaddress
 import math
 import re
 
 from django.conf import settings
+
+from verifik_admin.client_ip import client_ip
 
 from .models import AuditAction, AuditEvent
 
@@ -50,22 +51,6 @@ def _fields(action, actor, registration, request, details):
         "ip": client_ip(request) if request is not None else None,
         "details": sanitise(details or {}),
     }
-
-
-def client_ip(request):
-    """The client's address: REMOTE_ADDR, or behind the proxy (DJANGO_BEHIND_PROXY) the X-Forwarded-For entry
-    it appended (the last one: entries before it come from the client and may be forged). None if unreadable."""
-    candidates = []
-    if settings.DJANGO_BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        candidates.append(forwarded.split(",")[-1].strip())
-    candidates.append(request.META.get("REMOTE_ADDR", ""))
-    for candidate in candidates:
-        try:
-            return str(ipaddress.ip_address(candidate))
-        except ValueError:
-            continue
-    return None
 
 
 def sanitise(value, depth=0):

@@ -78,3 +78,12 @@ def staff(username, group=None):
     if group:
         user.groups.add(Group.objects.get(name=group))
     return user
+
+
+def totp_code(device, offset=0):
+    """A TOTP device's code `offset` seconds from now (a second login in one test: offset=30, codes are single-use)."""
+    from django_otp.oath import TOTP
+
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    totp.time = time.time() + offset
+    return f"{totp.token():0{device.digits}d}"

@@ -223,7 +223,9 @@ def test_the_list_page_runs_the_same_queries_for_10_or_50_rows(reviewer, verifik
     with CaptureQueriesContext(connection) as large:
         response = reviewer.get(LIST)
     assert len(listed(response)) == 50
-    assert len(large.captured_queries) == len(small.captured_queries) <= 12
+    # 12, and the idle-session save of every request (SESSION_SAVE_EVERY_REQUEST: an UPDATE, inside
+    # a savepoint in a test's transaction).
+    assert len(large.captured_queries) == len(small.captured_queries) <= 12 + 3
 
 
 def test_the_detail_page_shows_every_section(reviewer, account):

@@ -50,7 +50,8 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     assert sync["changed"]["details_on"]["detail_requests"] == sync["changed"]["details_on"]["changed_upstream"]
     assert {"product", "naive", "floor"} <= set(sync)
     views = {v["view"]: v for v in report["admin"]["views"]}
-    assert len(views) == 10 and all(v["queries"] <= 12 for v in views.values())
+    budget = 12 + 1  # and the idle-session save of every request (SESSION_SAVE_EVERY_REQUEST): one UPDATE
+    assert len(views) == 10 and all(v["queries"] <= budget for v in views.values()), views
     review = {v["view"]: v for v in report["review"]["views"]}
     assert set(review) == {
         "needs review queue",
@@ -59,7 +60,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
         "detail with review history",
         "dashboard",
     }
-    assert all(v["queries"] <= 12 for v in review.values())
+    assert all(v["queries"] <= budget for v in review.values()), review
     assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout and "7. Review desk" in result.stdout
     audit = report["audit"]
     assert audit["events"] >= 20_000 and audit["detail_ms_with_audit"] > 0 and audit["detail_ms_without_audit"] > 0

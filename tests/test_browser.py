@@ -1,4 +1,8 @@
-"""A reviewer's day in a real browser: Debian's Chromium driven by Playwright against a live server."""
+"""A reviewer's day in a real browser: Debian's Chromium driven by Playwright against a live server.
+
+Every login goes through the real form with a TOTP code, and every page visited is watched for
+Content-Security-Policy violations (the `page` fixture fails the test on any).
+"""
 
 import re
 from pathlib import Path
@@ -7,8 +11,11 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import expect, sync_playwright
 
+from access import devices
 from registrations.models import AppRegistration, ReviewDecision, SyncRun
 from registrations.sync import run_sync
+
+from .support import totp_code
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -24,6 +31,17 @@ CHROMIUM_ARGS = [
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+# Reports every CSP violation of every document (and frame) to the console, where the fixture collects it.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.documentURI}`);
+});
+"""
+
+
+def csp_violation(message):
+    return "Content Security Policy" in message.text or message.text.startswith("CSP violation")
+
 
 @pytest.fixture
 def page(monkeypatch):
@@ -35,8 +53,12 @@ def page(monkeypatch):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(15_000)
+        page.csp_violations = []
+        page.add_init_script(REPORT_CSP_VIOLATIONS)
+        page.on("console", lambda m: page.csp_violations.append(f"{page.url}: {m.text}") if csp_violation(m) else None)
         yield page
         browser.close()
+    assert page.csp_violations == [], "the pages broke their Content-Security-Policy"
 
 
 @pytest.fixture
@@ -46,6 +68,7 @@ def operator():
     user.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="registrations", codename__in=codenames)
     )
+    devices.enrol_confirmed(user)
     return user
 
 
@@ -57,6 +80,7 @@ def test_a_reviewer_filters_opens_and_refreshes_a_registration(live_server, veri
     page.goto(f"{live_server.url}/admin/")
     page.fill("#id_username", "olga")
     page.fill("#id_password", "a-long-pass-phrase")
+    page.fill("#id_otp_token", totp_code(devices.confirmed_authenticator(operator)))
     page.click("input[type=submit]")
     page.locator("#content-main a[href$='/registrations/appregistration/']").first.click()
     expect(page.locator("#result_list")).to_be_visible()
@@ -85,11 +109,15 @@ def test_a_reviewer_filters_opens_and_refreshes_a_registration(live_server, veri
     assert run.outcome == "succeeded" and run.user == operator
 
 
-def login(page, base, username):
+def login(page, base, username, offset=0):
+    """Through the real form: password and the current code of the user's authenticator app."""
     page.goto(f"{base}/admin/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", "a-long-pass-phrase")
+    device = devices.confirmed_authenticator(User.objects.get(username=username))
+    page.fill("#id_otp_token", totp_code(device, offset))
     page.click("input[type=submit]")
+    expect(page.locator("#user-tools")).to_contain_text("Two-factor authentication")
 
 
 def fits(page):
@@ -104,6 +132,7 @@ def reviewer(username):
     user.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="registrations", codename__in=codenames)
     )
+    devices.enrol_confirmed(user)
     return user
 
 
@@ -182,3 +211,75 @@ def test_a_reviewer_works_the_queue_and_a_second_reviewer_confirms(live_server, 
         page.goto(live_server.url + path)
         assert fits(page), path
         page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_a_staff_member_logs_in_with_a_code_moves_to_a_new_phone_and_uses_a_backup_code(live_server, page):
+    tess = User.objects.create_user("tess", password="a-long-pass-phrase", is_staff=True)
+    devices.enrol_confirmed(tess)
+    User.objects.create_user("ivan", password="a-long-pass-phrase", is_staff=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    base = live_server.url
+
+    page.goto(f"{base}/admin/login/")
+    expect(page.locator("#id_otp_token")).to_be_visible()
+    # The watch over CSP violations is live: a blocked inline style reaches it (then it starts afresh).
+    with page.expect_console_message(lambda m: m.text.startswith("CSP violation: style-src-attr")):
+        page.evaluate("document.body.setAttribute('style', 'outline: 1px solid red')")
+    page.reload()  # the browser's own report of it has arrived by the time the new page has loaded
+    assert any("style-src-attr" in v for v in page.csp_violations)
+    page.csp_violations.clear()
+    page.screenshot(path=str(ARTIFACTS / "login.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(ARTIFACTS / "login-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+
+    # Without an authenticator: refused, with the command an administrator runs.
+    page.fill("#id_username", "ivan")
+    page.fill("#id_password", "a-long-pass-phrase")
+    page.fill("#id_otp_token", "123456")
+    page.click("input[type=submit]")
+    expect(page.locator(".errornote")).to_contain_text("python manage.py enrol_totp ivan")
+
+    login(page, base, "tess")
+    page.get_by_role("link", name="Two-factor authentication").click()
+    expect(page.locator("#content-main")).to_contain_text("This account has an authenticator app")
+    page.get_by_role("link", name="Move to a new phone").click()
+    expect(page.locator("img.vf-qr")).to_be_visible()
+    assert page.evaluate("document.querySelector('img.vf-qr').naturalWidth") > 100, "the QR code renders"
+    page.screenshot(path=str(ARTIFACTS / "two-factor-enrol.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(ARTIFACTS / "two-factor-enrol-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+    pending = tess.totpdevice_set.get(confirmed=False)
+    page.fill("#id_otp_token", totp_code(pending))
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("Your authenticator app is confirmed")
+    assert list(tess.totpdevice_set.values_list("pk", flat=True)) == [pending.pk]
+
+    page.get_by_role("button", name="Generate new backup codes").click()
+    codes = page.locator(".vf-backup-codes code")
+    expect(codes).to_have_count(devices.BACKUP_CODE_COUNT)
+    backup = codes.first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "two-factor-backup-codes.png"), full_page=True)
+
+    # A lost phone: the backup code stands in for the app's code, once.
+    page.context.clear_cookies()
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", "tess")
+    page.fill("#id_password", "a-long-pass-phrase")
+    page.fill("#id_otp_token", backup)
+    page.click("input[type=submit]")
+    expect(page.locator("#user-tools")).to_contain_text("Two-factor authentication")
+
+    # Five wrong passwords: the lockout page says until when.
+    page.context.clear_cookies()
+    for _ in range(5):
+        page.goto(f"{base}/admin/login/")
+        page.fill("#id_username", "tess")
+        page.fill("#id_password", "not-the-password")
+        page.fill("#id_otp_token", "000000")
+        page.click("input[type=submit]")
+    expect(page.locator("#content-main")).to_contain_text("Login locked")
+    expect(page.locator("#content-main time")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "login-locked.png"), full_page=True)

@@ -84,6 +84,17 @@ def test_check_deploy_is_clean_in_production_settings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+    # ... with the access control of issue #12 on: second factor, lockout, idle sessions, CSP.
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DJANGO_REQUIRE_2FA, s.AUTHENTICATION_BACKENDS[0], s.SESSION_COOKIE_AGE, "
+        "s.SESSION_EXPIRE_AT_BROWSER_CLOSE, 'csp.middleware.CSPMiddleware' in s.MIDDLEWARE, "
+        "s.MIDDLEWARE[-1], s.CONTENT_SECURITY_POLICY['DIRECTIVES']['frame-ancestors'])"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.split("\n")[-2] == (
+        "True access.backends.LockoutBackend 1800 True True axes.middleware.AxesMiddleware [\"'none'\"]"
+    ), result.stderr
 
 
 def test_state_changes_need_a_csrf_token(verifik):

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from registrations.mapping import ACTIVE_STATUSES  # Verifik's vocabulary: pure, imports nothing of Django
@@ -42,8 +43,8 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", d
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
-# Behind one TLS-terminating proxy: trust its X-Forwarded-Proto, and take the client's address from the
-# X-Forwarded-For entry it adds (the audit trail's `ip`); never otherwise, since clients can send either header.
+# Behind a TLS-terminating proxy: trust its X-Forwarded-Proto, and take the client's address from the
+# X-Forwarded-For entry it appended (verifik_admin/client_ip.py, for the lockout and the audit trail).
 DJANGO_BEHIND_PROXY = env.bool("DJANGO_BEHIND_PROXY", default=False)
 if DJANGO_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -59,6 +60,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
+    "csp",
+    "access",
     "registrations",
 ]
 
@@ -71,8 +78,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): did this session pass the second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "verifik_admin.urls"
@@ -124,6 +134,63 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Access control (README "Access control", DESIGN "Access control") ----------
+
+# The admin login form asks for a TOTP code (or a backup code) when this is on; read at request time.
+DJANGO_REQUIRE_2FA = env.bool("DJANGO_REQUIRE_2FA", default=not DEBUG)
+OTP_TOTP_ISSUER = "verifik-admin"  # the name authenticator apps show beside the account
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the devices' admin never shows a key, a QR code or backup codes
+
+# Lockout (django-axes): after DJANGO_LOGIN_FAILURE_LIMIT failed logins for a username, every login
+# of that username is refused until DJANGO_LOGIN_LOCKOUT_MINUTES after the last failure.
+DJANGO_LOGIN_FAILURE_LIMIT = env.int("DJANGO_LOGIN_FAILURE_LIMIT", default=5)
+DJANGO_LOGIN_LOCKOUT_MINUTES = env.float("DJANGO_LOGIN_LOCKOUT_MINUTES", default=15)
+if DJANGO_LOGIN_FAILURE_LIMIT < 1 or DJANGO_LOGIN_LOCKOUT_MINUTES <= 0:
+    raise ImproperlyConfigured(
+        "DJANGO_LOGIN_FAILURE_LIMIT must be at least 1 and DJANGO_LOGIN_LOCKOUT_MINUTES above 0."
+    )
+AUTHENTICATION_BACKENDS = [
+    "access.backends.LockoutBackend",  # refuses locked-out usernames before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+# The two DJANGO_LOGIN_* settings above, read per request (so override_settings reaches them too).
+AXES_FAILURE_LIMIT = "access.lockout.failure_limit"
+AXES_COOLOFF_TIME = "access.lockout.cool_off"
+# Per username, wherever the attempts come from (DESIGN "Access control": per address, one office
+# behind NAT, or every client behind a misconfigured proxy, would lock each other out). Axes warns
+# about any list without the address (axes.W006, silenced below): rotating user agents or cookies
+# buys nothing here, since the failures of a username are summed over all of them.
+AXES_LOCKOUT_PARAMETERS = ["username"]
+SILENCED_SYSTEM_CHECKS += ["axes.W006"]
+AXES_RESET_ON_SUCCESS = True  # a complete login (password and second factor) clears the count
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the end time the lockout page shows stays true
+AXES_LOCKOUT_CALLABLE = "access.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "verifik_admin.client_ip.client_ip"
+AXES_VERBOSE = False  # no start-up banner in every process's log; failures and lockouts are still logged
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token", "csrfmiddlewaretoken"]
+
+# Sessions end after DJANGO_SESSION_IDLE_MINUTES without a request, and when the browser closes.
+DJANGO_SESSION_IDLE_MINUTES = env.float("DJANGO_SESSION_IDLE_MINUTES", default=30)
+if DJANGO_SESSION_IDLE_MINUTES <= 0:
+    raise ImproperlyConfigured("DJANGO_SESSION_IDLE_MINUTES must be above 0.")
+SESSION_COOKIE_AGE = int(DJANGO_SESSION_IDLE_MINUTES * 60)
+SESSION_SAVE_EVERY_REQUEST = True  # every request pushes the expiry forward: an idle timeout, not an absolute one
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Content-Security-Policy (django-csp 4): nothing inline, nothing from elsewhere, never framed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("DJANGO_TIME_ZONE", default="UTC")

@@ -1,6 +1,7 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
+from access.forms import LoginForm
 from registrations.webhooks import verifik_webhook
 
 from . import health
@@ -8,6 +9,7 @@ from . import health
 admin.site.site_header = "verifik-admin"
 admin.site.site_title = "verifik-admin"
 admin.site.index_title = "Back office"
+admin.site.login_form = LoginForm  # the second factor, when DJANGO_REQUIRE_2FA is on
 
 
 def admin_index(request):
@@ -18,6 +20,7 @@ def admin_index(request):
 urlpatterns = [
     path("health/", health.HealthView.as_view(), name="health"),
     path("admin/", admin.site.admin_view(admin_index)),  # before admin.site.urls, whose index it replaces
+    path("admin/two-factor/", include("access.urls")),  # before admin.site.urls, whose catch-all would take it
     path("admin/", admin.site.urls),
     path("webhooks/verifik/<str:secret>/", verifik_webhook, name="verifik-webhook"),
 ]

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+app_name = "access"
+
+urlpatterns = [
+    path("", admin.site.admin_view(views.enrol), name="enrol"),
+    path("backup-codes/", admin.site.admin_view(views.backup_codes), name="backup_codes"),
+]
