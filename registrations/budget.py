@@ -22,7 +22,6 @@ Django-free, like the client: runs.build_client passes the settings in.
 
 import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
@@ -244,8 +243,7 @@ class Budget:
                     f"No API request allowed within {deadline.setting} ({deadline.seconds:g} s): waited "
                     f"{waited:.1f} s for the shared budget (VERIFIK_API_RATE {self.rate:g}/s, {rate:.1f}/s now)"
                 )
-            # A little jitter, so the processes polling one bucket do not wake in step.
-            time.sleep(wait + random.uniform(0, 0.1 / rate))
+            time.sleep(wait)
 
     def throttled(self, retry_after=None):
         """Verifik answered 429: cut the shared rate and pause the fleet for the Retry-After."""

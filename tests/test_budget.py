@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +18,9 @@ from registrations.models import SyncRun
 from registrations.simulator import Faults
 from registrations.sync import refresh, run_sync, runs
 
-from .support import wait_until
+from .conftest import TOKEN
+from .support import database_url, wait_until
+from .test_tasks import broker, send, workers  # noqa: F401 (fixtures: real Redis broker, real worker processes)
 
 BROKER_URL = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,3 +215,64 @@ def test_the_deprecated_detail_rate_sets_the_account_wide_rate_with_a_warning():
         timeout=120,
     )
     assert refused.returncode != 0 and "VERIFIK_API_RATE must be above 0" in refused.stderr
+
+
+def requests_per_second(log, start, end):
+    return sum(start <= t < end for t in log) / (end - start)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.celery_worker
+def test_two_workers_and_a_refreshing_process_share_one_budget_and_back_off_together(verifik, broker, workers):  # noqa: F811
+    """The contract: at VERIFIK_API_RATE=20, Verifik never sees more than 22 requests in any one second from two
+    worker processes (a full sync and its detail fan-out) and a third process refreshing; 429s slow all of them."""
+    account = verifik(count=600, faults=Faults(latency=0.002, retry_after=1))
+    setup = {"VERIFIK_API_RATE": "20", "VERIFIK_PAGE_SIZE": "100", "VERIFIK_RETRY_AFTER_CAP": "1"}
+    started = [workers(account, concurrency=2, **setup) for _ in range(2)]
+
+    def logs():
+        return "\n".join(worker.log.read_text()[-2000:] for worker in started)
+
+    account.reset_stats()
+    send(broker, "sync_registrations", trigger="user")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "VERIFIK_API_BASE_URL": account.url,
+        "VERIFIK_API_TOKEN": TOKEN,
+        "VERIFIK_BUDGET_REDIS_URL": BROKER_URL,
+        **setup,
+    }
+    ids = [record["_id"] for record in account.records[:300]]
+    refresher = subprocess.Popen(
+        [sys.executable, "manage.py", "refresh_registration", *ids],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        log = account.request_log
+        fanned_out = SyncRun.objects.filter(kind="full", details_fetched__gt=0)
+        wait_until(lambda: fanned_out.exists(), 30, lambda: f"the sync's detail fan-out; workers:\n{logs()}")
+        wait_until(lambda: SyncRun.objects.filter(kind="single").exists(), 30, "the refreshing process")
+        steady = log[-1]
+        wait_until(lambda: log[-1] - steady >= 4, 30, "four seconds of traffic from all three processes")
+        account.faults.rate_limit_every = 4
+        wait_until(lambda: len(account.rate_limited_log) >= 3, 10, "three 429s")
+        account.faults.rate_limit_every = 0
+        first, last = account.rate_limited_log[0], account.rate_limited_log[-1]
+        wait_until(lambda: log[-1] - last >= 3, 30, "three seconds after the 429s")
+    finally:
+        os.killpg(refresher.pid, signal.SIGKILL)
+        refresher.wait(10)
+    before = requests_per_second(log, first - 4, first)
+    after = requests_per_second(log, last, last + 3)
+    busiest = most_in_one_second(log)
+    trace = f"before {before:.1f}/s, after {after:.1f}/s, busiest second {busiest}"
+    assert busiest <= 22, trace
+    assert before >= 10, f"the three processes should want more than the budget: {trace}"
+    assert after < 0.8 * before, trace
+    assert SyncRun.objects.filter(kind="single", outcome="succeeded").count() >= 5
+    assert SyncRun.objects.get(kind="full").details_fetched >= 20
