@@ -39,8 +39,8 @@ def deprecated_settings(app_configs=None, **kwargs):
     return [
         checks.Warning(
             f"VERIFIK_DETAIL_RATE is deprecated and will be removed in the next release. It no longer paces each "
-            f"worker process: it is read as VERIFIK_API_RATE, one budget for every process and machine together "
-            f"(now {settings.VERIFIK_API_RATE:g} requests/s).",
+            f"worker process: while VERIFIK_API_RATE is unset it is read as VERIFIK_API_RATE, one budget for every "
+            f"process and machine together (now {settings.VERIFIK_API_RATE:g} requests/s).",
             hint="Set VERIFIK_API_RATE to your Verifik account's rate limit and remove VERIFIK_DETAIL_RATE.",
             id="registrations.W001",
         )
