@@ -24,7 +24,7 @@ SIZES = {
         "admin": 20_000,
         "admin_reps": 3,
         "decisions": 2_000,
-        "budget_seconds": 15,
+        "budget_seconds": 10,
     },
     "full": {
         "count": 100_000,

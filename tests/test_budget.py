@@ -1,5 +1,6 @@
 """One API budget per Verifik account: a token bucket in Redis shared by every process, with AIMD on 429s."""
 
+import json
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.db import connection
 
 from registrations import budget
 from registrations.models import SyncRun
@@ -276,3 +278,20 @@ def test_two_workers_and_a_refreshing_process_share_one_budget_and_back_off_toge
     assert after < 0.8 * before, trace
     assert SyncRun.objects.filter(kind="single", outcome="succeeded").count() >= 5
     assert SyncRun.objects.get(kind="full").details_fetched >= 20
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.django_db
+def test_the_budget_benchmark_runs_and_reports_its_trace(tmp_path):
+    """bench/budget.py keeps working (what it measures is in docs/BENCHMARKS.md, never asserted here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VERIFIK_", "DATABASE_URL"))}
+    env["BENCH_DATABASE_URL"] = database_url(f"{connection.settings_dict['NAME']}_bench_smoke")
+    env["BENCH_BROKER_URL"] = BROKER_URL
+    output = tmp_path / "out.json"
+    command = [sys.executable, "-m", "bench.run", "--quick", "--only", "budget", "--output", str(output)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trace = json.loads(output.read_text())["budget"]
+    assert len(trace["per_second"]) == 10 and sum(trace["per_second"]) == trace["requests"] > 0
+    assert len(trace["rate_limited_at"]) == 3 and trace["ceiling"] == 21
+    assert "8. API requests per second under the shared budget" in result.stdout
