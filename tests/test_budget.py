@@ -19,6 +19,7 @@ from registrations import budget
 from registrations.models import SyncRun
 from registrations.simulator import Faults
 from registrations.sync import refresh, run_sync, runs
+from registrations.verifik import VerifikClient
 
 from .conftest import TOKEN
 from .support import database_url, wait_until
@@ -165,6 +166,29 @@ def test_the_key_names_the_account_but_never_the_token():
     b = budget.Budget(key, 10, redis_url=BROKER_URL)
     b.acquire()
     assert stored.ttl(key) > 0 and all(b"s3cr3t" not in k for k in stored.keys("verifik-budget:*"))
+
+
+class Recording:
+    """A budget that records what the client tells it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def before_request(self):
+        self.calls.append("request")
+
+    def rate_limited(self, retry_after):
+        self.calls.append(("429", retry_after))
+
+
+def test_the_client_asks_the_budget_before_every_attempt_and_reports_every_429(verifik):
+    account = verifik(count=3, faults=Faults(rate_limit_every=2, retry_after=7))
+    recording = Recording()
+    client = VerifikClient(account.url, TOKEN, backoff=0.001, retry_after_cap=0.01, budget=recording)
+    client.list_page(1, limit=10)  # request 1: 200
+    client.get(account.records[0]["_id"])  # request 2: 429, request 3: 200
+    assert recording.calls == ["request", "request", ("429", 7.0), "request"]
+    assert account.request_count == 3
 
 
 @pytest.mark.django_db(transaction=True)
