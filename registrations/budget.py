@@ -184,12 +184,6 @@ class Budget:
         if not rate or rate <= 0:
             raise ValueError("VERIFIK_API_RATE must be above 0")
         self.key, self.rate, self.redis_url, self.retry_after_cap = key, float(rate), redis_url, retry_after_cap
-        if not redis_url and not _said_local:
-            _said_local.append(True)
-            log.info(
-                "No Redis for the API budget (VERIFIK_BUDGET_REDIS_URL, CELERY_BROKER_URL): VERIFIK_API_RATE "
-                "is enforced in this process only"
-            )
 
     @property
     def shared(self):
@@ -214,6 +208,12 @@ class Budget:
                     type(exc).__name__,
                     REDIS_RETRY,
                 )
+        elif not self.redis_url and not _said_local:
+            _said_local.append(True)  # said at the first request, inside the caller's log context (its run)
+            log.info(
+                "No Redis for the API budget (VERIFIK_BUDGET_REDIS_URL, CELERY_BROKER_URL): VERIFIK_API_RATE "
+                "is enforced in this process only"
+            )
         return _local.call(self.key, op, self.rate, priority, waiter, retry_after)
 
     def acquire(self, priority=SYNC, deadline=None):
