@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .harness import RESULTS, configure, print_table
+from .harness import RESULTS, UNBOUND_API_RATE, configure, print_table
 
 SIZES = {
     "quick": {
@@ -25,6 +25,7 @@ SIZES = {
         "admin_reps": 3,
         "decisions": 2_000,
         "audit_events": 20_000,
+        "budget_seconds": 10,
     },
     "full": {
         "count": 100_000,
@@ -36,6 +37,7 @@ SIZES = {
         "admin_reps": 7,
         "decisions": 100_000,
         "audit_events": 1_000_000,
+        "budget_seconds": 30,
     },
 }
 
@@ -70,7 +72,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
-        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "audit"], help="run only these"
+        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "audit", "budget"], help="run only these"
     )
     parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
@@ -80,9 +82,9 @@ def main():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from . import admin_scenarios, sync_scenarios
+    from . import admin_scenarios, budget, sync_scenarios
 
-    only = set(args.only or ["sync", "memory", "details", "admin", "audit"])
+    only = set(args.only or ["sync", "memory", "details", "admin", "audit", "budget"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -110,7 +112,7 @@ def main():
         print(f"   ratio {m['ratio']:.2f} (target <= 1.2)")
         save()
     if "details" in only:
-        setups = [(1, "0"), (4, "0"), (8, "0"), (4, "10/s")]
+        setups = [(1, UNBOUND_API_RATE), (4, UNBOUND_API_RATE), (8, UNBOUND_API_RATE), (4, "10")]
         results["details"] = sync_scenarios.detail_fetches(size["details"], 0.02, setups)
         d = results["details"]
         print_table(
@@ -131,6 +133,10 @@ def main():
     if "audit" in only:
         results["audit"] = admin_scenarios.audit_at_scale(size["admin"], size["audit_events"], size["admin_reps"])
         report_audit(results["audit"])
+        save()
+    if "budget" in only:
+        results["budget"] = budget.budget_trace(seconds=size["budget_seconds"])
+        report_budget(results["budget"])
         save()
     save()
     print(f"\nwritten to {output}")
@@ -192,6 +198,21 @@ def report_sync(s):
                 f"{on['seconds']:.2f}",
             ],
         ],
+    )
+
+
+def report_budget(b):
+    throttled = [int(t) for t in b["rate_limited_at"]]
+    print_table(
+        f"8. API requests per second under the shared budget: VERIFIK_API_RATE={b['rate']}, "
+        f"2 workers of {b['concurrency']} processes "
+        f"and 1 refreshing process, {b['latency'] * 1000:.0f} ms a request, 429s injected",
+        ["second", "requests", "429s", ""],
+        [[n, count, throttled.count(n) or "", "#" * count] for n, count in enumerate(b["per_second"])],
+    )
+    print(
+        f"   busiest one-second window {b['busiest_second']} (ceiling {b['ceiling']:g}); "
+        f"{b['before_429']:.1f}/s in the 5 s before the 429s, {b['after_429']:.1f}/s in the 3 s after"
     )
 
 

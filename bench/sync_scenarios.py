@@ -225,12 +225,12 @@ def detail_fetches(count, latency, setups):
         results.append(
             {"mode": "inline (sync_registrations command)", "rate": run.details_fetched / seconds, "seconds": seconds}
         )
-        for concurrency, rate_limit in setups:
+        for concurrency, api_rate in setups:
             truncate_mirror()
-            seconds = fan_out_rate(simulator, concurrency, rate_limit)
+            seconds = fan_out_rate(simulator, concurrency, api_rate)
             results.append(
                 {
-                    "mode": f"celery, {concurrency} processes, VERIFIK_DETAIL_RATE={rate_limit}",
+                    "mode": f"celery, {concurrency} processes, VERIFIK_API_RATE={api_rate}",
                     "rate": count / seconds,
                     "seconds": seconds,
                 }

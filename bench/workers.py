@@ -16,15 +16,14 @@ from .harness import ROOT, TOKEN
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 
 
-def fan_out_rate(simulator, concurrency, rate_limit):
-    """Seconds for `concurrency` worker processes to fetch the details a cold sync fans out."""
-    redis.Redis.from_url(BROKER).flushdb()
+def start_worker(simulator, concurrency, **extra_env):
+    """A real Celery worker process against the bench broker and `simulator`; stop it with stop_worker()."""
     env = {
         **os.environ,
         "CELERY_BROKER_URL": BROKER,
         "VERIFIK_API_BASE_URL": simulator.url,
         "VERIFIK_API_TOKEN": TOKEN,
-        "VERIFIK_DETAIL_RATE": rate_limit,
+        **extra_env,
     }
     command = [
         sys.executable,
@@ -37,9 +36,20 @@ def fan_out_rate(simulator, concurrency, rate_limit):
         f"--concurrency={concurrency}",
     ]
     command += ["--loglevel=WARNING", "--without-gossip", "--without-mingle"]
-    worker = subprocess.Popen(
+    return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
+
+
+def stop_worker(worker):
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(30)
+
+
+def fan_out_rate(simulator, concurrency, api_rate):
+    """Seconds for `concurrency` worker processes to fetch the details a cold sync fans out."""
+    redis.Redis.from_url(BROKER).flushdb()
+    worker = start_worker(simulator, concurrency, VERIFIK_API_RATE=api_rate)
     app = tasks.fetch_registration_details.app
     saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
     app.close()
@@ -57,7 +67,6 @@ def fan_out_rate(simulator, concurrency, rate_limit):
         assert run.details_queued > 0
         return time.perf_counter() - start
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
+        stop_worker(worker)
         app.close()
         app.conf.update(saved)

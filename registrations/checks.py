@@ -27,3 +27,21 @@ def mapping_matches_model(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@checks.register()
+def deprecated_settings(app_configs=None, **kwargs):
+    """VERIFIK_DETAIL_RATE was per worker process; it now sets the account-wide VERIFIK_API_RATE, for one release."""
+    from django.conf import settings
+
+    if not settings.VERIFIK_DETAIL_RATE:
+        return []
+    return [
+        checks.Warning(
+            f"VERIFIK_DETAIL_RATE is deprecated and will be removed in the next release. It no longer paces each "
+            f"worker process: while VERIFIK_API_RATE is unset it is read as VERIFIK_API_RATE, one budget for every "
+            f"process and machine together (now {settings.VERIFIK_API_RATE:g} requests/s).",
+            hint="Set VERIFIK_API_RATE to your Verifik account's rate limit and remove VERIFIK_DETAIL_RATE.",
+            id="registrations.W001",
+        )
+    ]

@@ -225,6 +225,8 @@ class SimulatedVerifik:
         self.records = [make_registration(self.seed, i) for i in range(self.count)]
         self._reindex()
         self.request_count = 0
+        self.request_log = []  # time.monotonic() of each request's arrival, for rate traces
+        self.rate_limited_log = []  # ... of each request answered 429
         self.list_requests = 0
         self.detail_requests = 0
         self.detail_ids = []
@@ -292,6 +294,8 @@ class SimulatedVerifik:
         with self.lock:
             self.request_count += 1
             number = self.request_count
+            arrived = time.monotonic()
+            self.request_log.append(arrived)
         f = self.faults
         if f.latency:
             time.sleep(f.latency)
@@ -300,6 +304,8 @@ class SimulatedVerifik:
         if f.drop_every and number % f.drop_every == 0:
             return None, None, {}, "drop"
         if f.rate_limit_every and number % f.rate_limit_every == 0:
+            with self.lock:
+                self.rate_limited_log.append(arrived)
             body = {"code": "TooManyRequests", "message": "429:TooManyRequests"}
             return 429, body, {"Retry-After": f"{f.retry_after:g}"}, None
         if number <= f.fail_first or (f.error_every and number % f.error_every == 0):
@@ -346,6 +352,7 @@ class SimulatedVerifik:
         with self.lock:
             self.request_count = self.list_requests = self.detail_requests = 0
             self.detail_ids = []
+            self.request_log, self.rate_limited_log = [], []
 
     def _control(self, method, path, params):
         """Unauthenticated controls for benchmarks and demos: /_simulator/stats, /_simulator/mutate?fraction=."""

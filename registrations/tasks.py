@@ -50,7 +50,7 @@ def _fan_out_details(run, verifik_ids):
 
 @shared_task(bind=True, **SYNC_LIMITS)
 def sync_registrations(self, statuses=None, trigger=SyncRun.Trigger.SCHEDULE, user_id=None):
-    """A full sync, or only the given statuses; detail fetches fan out as paced tasks."""
+    """A full sync, or only the given statuses; detail fetches fan out as tasks paced by the API budget."""
     try:
         run = sync.run_sync(
             statuses=statuses, trigger=trigger, user_id=user_id, on_details=_fan_out_details, task_id=self.request.id
@@ -91,7 +91,7 @@ def refresh_registrations(verifik_ids, trigger=SyncRun.Trigger.USER, user_id=Non
 
 @shared_task(bind=True, **SHORT_LIMITS)
 def fetch_registration_details(self, verifik_id, sync_run_id):
-    """One detail fetch of a sync's fan-out (paced by VERIFIK_DETAIL_RATE per worker process)."""
+    """One detail fetch of a sync's fan-out (paced by the account's API budget, below refreshes)."""
     last_attempt = self.request.retries >= settings.VERIFIK_TASK_MAX_RETRIES
     try:
         sync.fetch_details_for(sync_run_id, verifik_id, last_attempt=last_attempt)

@@ -101,8 +101,12 @@ class VerifikClient:
         retry_after_cap=60.0,
         session=None,
         sleep=time.sleep,
+        budget=None,
     ):
         self.base_url = base_url.rstrip("/")
+        # The account's API budget: `before_request()` runs before every HTTP request (it may wait, or raise
+        # a VerifikError), `rate_limited(retry_after)` after every 429. None: no pacing (the client alone).
+        self.budget = budget
         self._token = token or ""
         self.timeout = (connect_timeout, timeout)
         self.max_retries = max_retries
@@ -167,6 +171,8 @@ class VerifikClient:
         """GET and parse, retrying what may pass; `validate(body)` names a problem that makes the body unusable."""
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
+            if self.budget is not None:
+                self.budget.before_request()
             try:
                 self.requests_sent += 1
                 response = self.session.get(url, params=params, timeout=self.timeout)
@@ -176,6 +182,8 @@ class VerifikClient:
                 error = Unavailable(f"GET {path}: connection failed ({type(exc).__name__})", path=path)
             else:
                 error = self._error_for(response, path)
+                if isinstance(error, RateLimited) and self.budget is not None:
+                    self.budget.rate_limited(error.retry_after)
                 if error is None:
                     try:
                         body = self._parse(response, path)

@@ -5,7 +5,7 @@ from django.db import connection
 
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
-from registrations.sync import SyncFailed, details, refresh, run_sync
+from registrations.sync import SyncFailed, refresh, run_sync
 from registrations.verifik import InvalidRegistrationId
 
 from .support import assert_mirrors
@@ -215,14 +215,3 @@ def test_refresh_command_refuses_a_malformed_id(verifik):
     with pytest.raises(CommandError, match="24 hexadecimal"):
         call_command("refresh_registration", "12345")
     assert account.request_count == 0
-
-
-def test_the_pacer_spaces_calls_evenly(monkeypatch):
-    slept = []
-    now = [100.0]
-    monkeypatch.setattr(details.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(details.time, "sleep", slept.append)
-    pacer = details.Pacer()
-    for _ in range(4):
-        pacer.wait(10)
-    assert slept == pytest.approx([0.1, 0.2, 0.3])

@@ -57,7 +57,6 @@ def workers(broker, tmp_path):
             "VERIFIK_RETRY_AFTER_CAP": "0.05",
             "VERIFIK_PAGE_SIZE": "10",
             "VERIFIK_TASK_RETRY_BACKOFF": "1",
-            "VERIFIK_DETAIL_RATE": "1000/s",
             **{key: str(value) for key, value in extra_env.items()},
         }
         log = tmp_path / f"worker-{len(started)}.log"

@@ -21,6 +21,7 @@ environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
+
 # A development key only when DEBUG is on: a production process without a
 # real key must refuse to start rather than sign sessions with a known value.
 if DEBUG:
@@ -343,9 +344,28 @@ CELERY_BEAT_MAX_LOOP_INTERVAL = 30
 
 VERIFIK_ACTIVE_SYNC_MINUTES = env.float("VERIFIK_ACTIVE_SYNC_MINUTES", default=5)
 VERIFIK_FULL_SYNC_HOURS = env.float("VERIFIK_FULL_SYNC_HOURS", default=24)
-VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="10/s")  # per worker process: 10/s, 600/m; 0 = unlimited
 VERIFIK_TASK_MAX_RETRIES = env.int("VERIFIK_TASK_MAX_RETRIES", default=5)
 VERIFIK_TASK_RETRY_BACKOFF = env.int("VERIFIK_TASK_RETRY_BACKOFF", default=30)  # whole seconds, doubled per retry
+
+
+def _per_second(rate):
+    """`10/s`, `600/m`, `36000/h` or a bare number as requests per second (0 or empty: none)."""
+    number, _, unit = str(rate).strip().partition("/")
+    try:
+        return float(number or 0) / {"": 1, "s": 1, "m": 60, "h": 3600}[unit.strip()]
+    except (KeyError, ValueError):
+        raise ImproperlyConfigured(f"Cannot read the rate {rate!r}: write 10/s, 600/m or 36000/h.") from None
+
+
+# One API budget per Verifik account (registrations/budget.py): requests per second for every process and
+# machine together, in a token bucket in Redis (this one, else the broker's; neither: in each process alone).
+# VERIFIK_DETAIL_RATE (per worker process: 10/s, 600/m) is its deprecated name, honoured for one release.
+VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="")
+VERIFIK_API_RATE = env.float("VERIFIK_API_RATE", default=_per_second(VERIFIK_DETAIL_RATE) or 10.0)
+if VERIFIK_API_RATE <= 0:
+    raise ImproperlyConfigured(f"VERIFIK_API_RATE must be above 0 requests per second (got {VERIFIK_API_RATE:g}).")
+VERIFIK_BUDGET_REDIS_URL = env("VERIFIK_BUDGET_REDIS_URL", default=CELERY_BROKER_URL)
+
 
 CELERY_BEAT_SCHEDULE = {
     "sync-active-registrations": {

@@ -33,6 +33,8 @@ os.environ.setdefault("VERIFIK_WEBHOOK_SECRET", "test-webhook-secret")
 # Most tests call tasks and read their outcome at once; the ones about real workers
 # give them CELERY_BROKER_URL (a worker never runs its own tasks eagerly: verifik_admin/celery.py).
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
+# The API budget is on in every test, high enough not to slow the suite; tests/test_budget.py sets its own.
+os.environ.setdefault("VERIFIK_API_RATE", "1000")
 
 from .settings import *  # noqa: E402, F403
 

@@ -1,17 +1,15 @@
 """The detail backlog: registrations whose detail-endpoint view of the latest version is not stored yet.
 
 A sync queues each pending registration once (`details_queued_at`), not again
-for VERIFIK_DETAIL_REQUEUE_MINUTES; a fetch for a registration no longer
+for VERIFIK_DETAIL_REQUEUE_MINUTES; every fetch draws on the account's API
+budget (registrations/budget.py) below refreshes; a fetch for a registration no longer
 pending ends without a request; one that failed VERIFIK_DETAIL_MAX_FAILURES
 times in a row backs off exponentially, up to a day.
 """
 
 import logging
-import threading
-import time
 from datetime import timedelta
 
-from celery.utils.time import rate
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -21,7 +19,7 @@ from .. import mapping
 from ..models import AppRegistration, SyncRun
 from ..verifik import AuthRejected, VerifikError
 from .refresh import fetch_and_store
-from .runs import build_client
+from .runs import build_client, task_deadline
 from .upsert import Rejected
 
 log = logging.getLogger(__name__)
@@ -64,7 +62,7 @@ def process_backlog(run, client, on_details):
             continue
         for verifik_id in ids:
             try:
-                fetch_details_for(run.pk, verifik_id, client=client, pace=False)
+                fetch_details_for(run.pk, verifik_id, client=client)
             except AuthRejected:
                 raise
             except VerifikError as exc:
@@ -72,32 +70,7 @@ def process_backlog(run, client, on_details):
     run.refresh_from_db(fields=["details_fetched", "details_failed", "details_queued"])
 
 
-class Pacer:
-    """At most `rate` calls per second in this process, spaced evenly (blocking the caller).
-
-    Celery's own task rate limit interacts badly with acks_late and a prefetch
-    of one (measured at ~1/s for a 10/s limit), so detail fetches pace themselves.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def wait(self, per_second):
-        if not per_second:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + 1.0 / per_second
-        if start > now:
-            time.sleep(start - now)
-
-
-_detail_pacer = Pacer()
-
-
-def fetch_details_for(run_id, verifik_id, *, last_attempt=True, client=None, pace=True):
+def fetch_details_for(run_id, verifik_id, *, last_attempt=True, client=None):
     """One detail fetch of a sync, inline or fanned out; counts land on that sync's run.
 
     A transient failure that will be retried is not counted. A final failure
@@ -108,10 +81,9 @@ def fetch_details_for(run_id, verifik_id, *, last_attempt=True, client=None, pac
     if not pending.exists():
         return False  # fetched meanwhile (a refresh, an earlier copy of this task) or removed
     counters = SyncRun.objects.filter(pk=run_id)
-    if pace:
-        _detail_pacer.wait(rate(settings.VERIFIK_DETAIL_RATE or 0))
     try:
-        fetch_and_store(client or build_client(), verifik_id, run_id=run_id)
+        # The backlog draws on the account's API budget below refreshes (budget.SYNC).
+        fetch_and_store(client or build_client(deadline=task_deadline()), verifik_id, run_id=run_id)
     except (mapping.MappingError, Rejected) as exc:
         log.warning("Details of %s not stored: %s", verifik_id, exc)
         record_failure(verifik_id, str(exc))

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from verifik_admin.logs import bind
 
+from .. import budget
 from ..models import PendingRefresh, SyncRun, WebhookDelivery
 from ..verifik import NotFound, validate_registration_id
 from . import runs
@@ -166,7 +167,8 @@ def _refresh_once(verifik_id, trigger, user_id, kind, client, task_id):
     run = SyncRun.objects.create(verifik_id=verifik_id, kind=kind, trigger=trigger, user_id=user_id, task_id=task_id)
     with bind(run_id=run.pk, task_id=task_id or None):
         try:
-            outcome = fetch_and_store(client or runs.build_client(), verifik_id, run_id=run.pk)
+            client = client or runs.build_client(priority=budget.REFRESH, deadline=runs.task_deadline())
+            outcome = fetch_and_store(client, verifik_id, run_id=run.pk)
         except Exception as exc:
             failed = runs.fail(run, exc)
             _serve_deliveries(run)

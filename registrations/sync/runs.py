@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from .. import budget
 from ..models import LISTING_KINDS, SyncRun, WebhookDelivery
 from ..verifik import VerifikClient, VerifikError
 
@@ -34,7 +35,22 @@ class DeadlineExceeded(Exception):
     """A run went past one of its bounds (time, pages); the message names the setting."""
 
 
-def build_client(**overrides):
+def account_budget():
+    """The API budget of the configured account, shared through Redis when one is configured."""
+    return budget.Budget(
+        budget.account_key(settings.VERIFIK_API_BASE_URL, settings.VERIFIK_API_TOKEN),
+        settings.VERIFIK_API_RATE,
+        redis_url=settings.VERIFIK_BUDGET_REDIS_URL,
+        retry_after_cap=settings.VERIFIK_RETRY_AFTER_CAP,
+    )
+
+
+def build_client(*, priority=budget.SYNC, deadline=None, **overrides):
+    """A client whose every request draws on the account's API budget, at `priority`.
+
+    Waiting for a token is bounded by `deadline`: by default the listing's
+    (VERIFIK_SYNC_TIME_LIMIT); refreshes and detail fetches pass their task's.
+    """
     options = {
         "timeout": settings.VERIFIK_TIMEOUT,
         "max_retries": settings.VERIFIK_MAX_RETRIES,
@@ -42,19 +58,31 @@ def build_client(**overrides):
         "retry_after_cap": settings.VERIFIK_RETRY_AFTER_CAP,
     }
     options.update(overrides)
+    deadline = deadline or Deadline(settings.VERIFIK_SYNC_TIME_LIMIT)
+    options.setdefault("budget", account_budget().caller(priority, deadline))
     return VerifikClient(settings.VERIFIK_API_BASE_URL, settings.VERIFIK_API_TOKEN, **options)
 
 
-class Deadline:
-    """The wall-clock bound of one run (VERIFIK_SYNC_TIME_LIMIT), checked between pages."""
+def task_deadline():
+    """How long a refresh or detail task may wait for API budget: half its time limit, the rest is the request's."""
+    return Deadline(settings.VERIFIK_TASK_TIME_LIMIT / 2, "VERIFIK_TASK_TIME_LIMIT")
 
-    def __init__(self, seconds):
-        self.seconds = seconds
+
+class Deadline:
+    """The wall-clock bound of one run (VERIFIK_SYNC_TIME_LIMIT), checked between pages and while waiting for API
+    budget; `setting` names what set it."""
+
+    def __init__(self, seconds, setting="VERIFIK_SYNC_TIME_LIMIT"):
+        self.seconds, self.setting = seconds, setting
         self.ends = time.monotonic() + seconds if seconds else None
+
+    def remaining(self):
+        """Seconds left, or None without a bound."""
+        return None if self.ends is None else max(0.0, self.ends - time.monotonic())
 
     def check(self):
         if self.ends is not None and time.monotonic() > self.ends:
-            raise DeadlineExceeded(f"Stopped after VERIFIK_SYNC_TIME_LIMIT ({self.seconds:g} s).")
+            raise DeadlineExceeded(f"Stopped after {self.setting} ({self.seconds:g} s).")
 
 
 @contextmanager
