@@ -106,16 +106,22 @@ def _mask_all(value, mask):
     return mask(value)
 
 
-def mask_payload(value):
-    """A JSON value with the values of personal keys masked, recursively; a new object, the input untouched."""
+def mask_payload(value, known=()):
+    """A JSON value with the values of personal keys masked, recursively; a new object, the input untouched.
+
+    Other strings go through mask_text with `known`, so a note or a reason that repeats the
+    person's email or phone is masked too.
+    """
     if isinstance(value, dict):
         masked = {}
         for key, item in value.items():
             kind = personal_kind(key)
-            masked[key] = _mask_all(item, MASKS[kind]) if kind else mask_payload(item)
+            masked[key] = _mask_all(item, MASKS[kind]) if kind else mask_payload(item, known)
         return masked
     if isinstance(value, list):
-        return [mask_payload(item) for item in value]
+        return [mask_payload(item, known) for item in value]
+    if isinstance(value, str):
+        return mask_text(value, known)
     return value
 
 
@@ -173,8 +179,10 @@ class Lens:
     def document(self, value):
         return value if self.unmasked else mask_document(value)
 
-    def payload(self, value):
-        return value if self.unmasked else mask_payload(value)
+    def payload(self, value, registration=None):
+        if self.unmasked:
+            return value
+        return mask_payload(value, known_values(registration) if registration is not None else ())
 
     def text(self, value, registration=None):
         """Free text about `registration` (its notes): its own personal values and any email masked."""

@@ -1,6 +1,8 @@
 """Figures read by several parts of one admin page, computed once per request."""
 
-from .. import selectors
+from django.utils import timezone
+
+from .. import privacy, reveals, selectors
 
 FILTERED_COLUMNS = ("status", "language", "project_id")
 
@@ -26,3 +28,12 @@ def project_names(request):
     return _once(
         request, "_verifik_project_names", lambda: selectors.project_names(present_values(request, "project_id"))
     )
+
+
+def pii_lens(request, registration_id):
+    """How this request's user sees a registration's personal data: one reveal query per request, none with view_pii."""
+    if _once(request, "_verifik_view_pii", lambda: reveals.has_view_pii(request.user)):
+        return privacy.UNMASKED
+    now = _once(request, "_verifik_pii_now", timezone.now)
+    revealed = _once(request, "_verifik_open_reveals", lambda: reveals.open_reveals(request.user, now=now))
+    return reveals.lens_for(request.user, registration_id, now=now, revealed=revealed)

@@ -11,13 +11,14 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .. import dispatch, queue, selectors
+from .. import dispatch, privacy, queue, reveals, selectors
 from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
 from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
 from .changelist import ReviewChangeList
-from .per_request import sync_health
+from .per_request import pii_lens, sync_health
+from .reveal import RevealMixin
 from .review import OUTCOME_TONES, ReviewDeskMixin
 
 FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
@@ -43,13 +44,18 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
+def pii(obj):
+    """The lens the admin attached to this row for the current user; masked when none was (fail closed)."""
+    return getattr(obj, "pii_lens", privacy.MASKED)
+
+
 def run_link(run):
     url = reverse("admin:registrations_syncrun_change", args=[run.pk])
     return format_html('<a href="{}">run #{}</a>', url, run.pk)
 
 
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
+class AppRegistrationAdmin(RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
         "status_badge",
@@ -85,7 +91,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
     paginator = EstimatedCountPaginator
     actions = ["refresh_from_verifik"]
     fieldsets = [
-        ("Applicant", {"fields": ["name", "email", "phone_number", "language"]}),
+        ("Applicant", {"fields": ["applicant_name", "applicant_email", "phone_number", "language"]}),
         (
             "Progress",
             {
@@ -186,14 +192,16 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             marks.append(rendering.tag("Deleted at Verifik", "danger"))
         if obj.removed_upstream_at:
             marks.append(rendering.tag("Removed upstream", "muted"))
-        name = obj.name or rendering.muted("(no name)")
+        lens = pii(obj)
+        name = lens.name(obj.name) or rendering.muted("(no name)")
+        shown_notes = lens.text(obj.notes, obj)
         notes = (
             format_html(
                 '<span class="vf-sub vf-excerpt" title="{}">{}</span>',
-                Truncator(obj.notes).chars(400),
-                Truncator(obj.notes).chars(60),
+                Truncator(shown_notes).chars(400),
+                Truncator(shown_notes).chars(60),
             )
-            if obj.notes
+            if shown_notes
             else ""
         )
         return format_html(
@@ -202,13 +210,15 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Contact")
     def contact(self, obj):
-        number = " ".join(filter(None, [obj.country_code, obj.phone]))
-        if not obj.email and not number:
+        lens = pii(obj)
+        number = lens.phone(obj.phone, obj.country_code) if obj.phone or obj.country_code else ""
+        email = lens.email(obj.email)
+        if not email and not number:
             return rendering.EMPTY
         return format_html(
             '<span class="vf-contact" title="{}">{}</span><span class="vf-sub vf-nowrap">{}</span>',
-            obj.email or "",
-            obj.email or "—",
+            email or "",
+            email or "—",
             number or "—",
         )
 
@@ -273,9 +283,17 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         except AppRegistration.review_state.RelatedObjectDoesNotExist:
             return None
 
+    @admin.display(description="Name")
+    def applicant_name(self, obj):
+        return pii(obj).name(obj.name) or rendering.EMPTY
+
+    @admin.display(description="Email")
+    def applicant_email(self, obj):
+        return pii(obj).email(obj.email) or rendering.EMPTY
+
     @admin.display(description="Phone")
     def phone_number(self, obj):
-        number = " ".join(filter(None, [obj.country_code, obj.phone]))
+        number = pii(obj).phone(obj.phone, obj.country_code) if obj.phone or obj.country_code else ""
         return format_html('<span class="vf-nowrap">{}</span>', number) if number else rendering.EMPTY
 
     @admin.display(description="Status", ordering="status")
@@ -299,7 +317,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Notes")
     def notes_excerpt(self, obj):
-        return rendering.excerpt(obj.notes)
+        return rendering.excerpt(pii(obj).text(obj.notes, obj))
 
     @admin.display(description="Last synced", ordering="last_synced_at")
     def last_confirmed(self, obj):
@@ -356,10 +374,12 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Red flag details")
     def red_flags_table(self, obj):
-        return rendering.value_table(obj.red_flags_details) if obj.red_flags_details is not None else rendering.EMPTY
+        if obj.red_flags_details is None:
+            return rendering.EMPTY
+        return rendering.value_table(pii(obj).payload(obj.red_flags_details, obj))
 
     def _failed_table(self, obj, kind):
-        return rendering.failed_items_table(getattr(obj, f"failed_{kind}_validations"))
+        return rendering.failed_items_table(pii(obj).payload(getattr(obj, f"failed_{kind}_validations"), obj))
 
     @admin.display(description="Email")
     def failed_email_table(self, obj):
@@ -380,9 +400,10 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
     @admin.display(description="References")
     def linked_records(self, obj):
         rows = []
+        shown = pii(obj).payload(obj.populated or {}, obj)
         for api_key, field in REFERENCES.items():
             ref_id = getattr(obj, field)
-            populated = (obj.populated or {}).get(api_key)
+            populated = shown.get(api_key) if isinstance(shown, dict) else None
             if ref_id is None and populated is None:
                 continue
             body = rendering.value_table(populated) if populated else rendering.muted("not populated")
@@ -397,7 +418,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Notes")
     def notes_text(self, obj):
-        return rendering.multiline(obj.notes)
+        return rendering.multiline(pii(obj).text(obj.notes, obj))
 
     @admin.display(description="Recent refreshes")
     def recent_runs(self, obj):
@@ -422,7 +443,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Payload")
     def raw_payload(self, obj):
-        return rendering.pretty_json({"raw": obj.raw, "populated": obj.populated})
+        return rendering.pretty_json(pii(obj).payload({"raw": obj.raw, "populated": obj.populated}, obj))
 
     def get_readonly_fields(self, request, obj=None):
         return [field for _, options in self.fieldsets for field in options["fields"]]
@@ -445,6 +466,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         info = self.opts.app_label, self.opts.model_name
         return [
             *self.review_urls(),
+            *self.reveal_urls(),
             path("sync/", self.admin_site.admin_view(self.sync_view), name="{}_{}_sync".format(*info)),
             path(
                 "<path:object_id>/refresh/",
@@ -512,6 +534,13 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         }
         return super().changelist_view(request, extra_context)
 
+    def get_object(self, request, object_id, from_field=None):
+        """Every registration a view reads carries how this user may see its personal data."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj.pii_lens = pii_lens(request, obj.pk)
+        return obj
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
@@ -519,6 +548,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         queue.attach_review(obj)
         extra_context = {
             **self.review_context(request, obj, extra_context),
+            **self.privacy_context(request, obj),
             "can_refresh": self.has_refresh_permission(request),
         }
         return super().change_view(request, object_id, form_url, extra_context)
