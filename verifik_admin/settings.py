@@ -42,7 +42,10 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", d
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
-if env.bool("DJANGO_BEHIND_PROXY", default=False):  # trust X-Forwarded-Proto from the TLS-terminating proxy
+# Behind one TLS-terminating proxy: trust its X-Forwarded-Proto, and take the client's address from the
+# X-Forwarded-For entry it adds (the audit trail's `ip`); never otherwise, since clients can send either header.
+DJANGO_BEHIND_PROXY = env.bool("DJANGO_BEHIND_PROXY", default=False)
+if DJANGO_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -204,6 +207,12 @@ VERIFIK_REVIEW_FOUR_EYES = env.bool("VERIFIK_REVIEW_FOUR_EYES", default=True)
 VERIFIK_REVIEW_SLA_HOURS = env.float("VERIFIK_REVIEW_SLA_HOURS", default=24.0)
 if VERIFIK_REVIEW_RED_FLAGS < 1 or VERIFIK_REVIEW_SLA_HOURS <= 0:
     raise ImproperlyConfigured("VERIFIK_REVIEW_RED_FLAGS must be at least 1 and VERIFIK_REVIEW_SLA_HOURS above 0.")
+# Retention: personal data of registrations removed upstream longer ago than this is erased daily (0: never).
+VERIFIK_PURGE_REMOVED_AFTER_DAYS = env.int("VERIFIK_PURGE_REMOVED_AFTER_DAYS", default=0)
+if VERIFIK_PURGE_REMOVED_AFTER_DAYS < 0:
+    raise ImproperlyConfigured(
+        f"VERIFIK_PURGE_REMOVED_AFTER_DAYS must be 0 (never) or more (got {VERIFIK_PURGE_REMOVED_AFTER_DAYS})."
+    )
 
 # --- Logging -------------------------------------------------------------------
 

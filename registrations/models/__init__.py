@@ -1,5 +1,7 @@
-"""Models, one module per concern: the mirror and its history; the sync's own records; the review desk's data."""
+"""Models, one module per concern: the mirror and its history; the sync's own records; the review desk's data;
+the audit trail."""
 
+from .audit import AppendOnly, AuditAction, AuditEvent
 from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange
 from .review import (
     COMMENT_MAX_LENGTH,
@@ -21,7 +23,10 @@ __all__ = [
     "COMMENT_MAX_LENGTH",
     "REASON_REQUIRED",
     "REQUEUEING_OUTCOMES",
+    "AppendOnly",
     "AppRegistration",
+    "AuditAction",
+    "AuditEvent",
     "Dashboard",
     "LISTING_KINDS",
     "PendingRefresh",

@@ -170,6 +170,12 @@ class AppRegistration(models.Model):
         null=True, blank=True, help_text="When a sync or refresh last wrote this row."
     )
     removed_upstream_at = models.DateTimeField(null=True, blank=True)
+    erased_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its personal data was erased (retention or a data-subject request); "
+        "cleared when Verifik sends it again.",
+    )
 
     objects = AppRegistrationQuerySet.as_manager()
 
@@ -197,6 +203,12 @@ class AppRegistration(models.Model):
                 fields=["-created_at", "-id"],
                 name="reg_removed_idx",
                 condition=models.Q(removed_upstream_at__isnull=False),
+            ),
+            # Retention's daily purge: removed upstream, not yet erased, oldest removal first.
+            models.Index(
+                fields=["removed_upstream_at", "id"],
+                name="reg_purgeable_idx",
+                condition=models.Q(removed_upstream_at__isnull=False, erased_at__isnull=True),
             ),
             *[
                 models.Index(
