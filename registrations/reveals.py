@@ -54,12 +54,9 @@ def open_reveals(user, registration_ids=None, now=None):
     )
     if registration_ids is not None:
         events = events.filter(registration_id__in=list(registration_ids))
-    rows = events.order_by().values("registration_id").annotate(latest=Max("at")).values_list("registration_id", "latest")
-    return {
-        pk: at
-        for pk, at in rows
-        if privacy.can_see_pii(False, at, now, settings.VERIFIK_REVEAL_MINUTES)
-    }
+    rows = events.order_by().values("registration_id").annotate(latest=Max("at"))
+    rows = rows.values_list("registration_id", "latest")
+    return {pk: at for pk, at in rows if privacy.can_see_pii(False, at, now, settings.VERIFIK_REVEAL_MINUTES)}
 
 
 def lens_for(user, registration_id, now=None, revealed=None):

@@ -68,6 +68,8 @@ def test_migrations_create_the_reviewer_and_operator_groups():
         "view_syncrun",
         "view_webhookdelivery",
         "decide_appregistration",
+        "view_pii",
+        "export_appregistration",
     }
     assert perms["Registration operators"] == {
         "view_appregistration",
@@ -75,6 +77,8 @@ def test_migrations_create_the_reviewer_and_operator_groups():
         "view_webhookdelivery",
         "refresh_appregistration",
     }
+    assert perms["Registration analysts"] == {"view_appregistration", "view_syncrun", "export_appregistration"}
+    assert Permission.objects.get(codename="view_pii").name == "Can see personal data unmasked"
     assert Permission.objects.get(codename="refresh_appregistration").name == "Can refresh from Verifik"
     assert Permission.objects.get(codename="decide_appregistration").name == (
         "Can record review decisions, assign and comment"

@@ -11,7 +11,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .. import dispatch, privacy, queue, reveals, selectors
+from .. import dispatch, privacy, queue, selectors
 from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
 from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
