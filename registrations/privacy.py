@@ -191,6 +191,20 @@ class Lens:
         return mask_text(value, known_values(registration) if registration is not None else ())
 
 
+    def record(self, values):
+        """A dict of a registration's columns (an export row) with name, email, phone and notes as shown."""
+        if self.unmasked:
+            return values
+        known = [(NAME, values.get("name")), (EMAIL, values.get("email")), (PHONE, values.get("phone"))]
+        return {
+            **values,
+            "name": mask_name(values.get("name")),
+            "email": mask_email(values.get("email")),
+            "phone": mask_phone(values.get("phone")),
+            "notes": mask_text(values.get("notes"), known),
+        }
+
+
 def known_values(registration):
     """(kind, value) of a registration's own personal fields, for mask_text."""
     return [

@@ -60,11 +60,19 @@ def open_reveals(user, registration_ids=None, now=None):
 
 
 def lens_for(user, registration_id, now=None, revealed=None):
-    """How `user` sees one registration: unmasked with `view_pii` or an open reveal of it."""
+    """How `user` sees one registration: unmasked with `view_pii` or an open reveal of it.
+
+    `revealed` is open_reveals(user, ...) when the caller read it already (a list page, an export).
+    """
     if has_view_pii(user):
         return privacy.UNMASKED
     now = now or timezone.now()
     if revealed is None:
         revealed = open_reveals(user, [registration_id], now)
-    at = revealed.get(registration_id)
-    return privacy.Lens(unmasked=privacy.can_see_pii(False, at, now, settings.VERIFIK_REVEAL_MINUTES))
+    return lens(False, revealed.get(registration_id), now)
+
+
+def lens(view_pii, revealed_at, now):
+    """The lens for a user who has `view_pii` or not, and revealed the registration at `revealed_at` (or None)."""
+    shown = privacy.can_see_pii(view_pii, revealed_at, now, settings.VERIFIK_REVEAL_MINUTES)
+    return privacy.UNMASKED if shown else privacy.MASKED

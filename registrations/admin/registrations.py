@@ -17,6 +17,7 @@ from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
 from .changelist import ReviewChangeList
+from .export import ExportMixin
 from .per_request import pii_lens, sync_health
 from .reveal import RevealMixin
 from .review import OUTCOME_TONES, ReviewDeskMixin
@@ -55,7 +56,7 @@ def run_link(run):
 
 
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
+class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
         "status_badge",
@@ -89,7 +90,7 @@ class AppRegistrationAdmin(RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
     list_per_page = 50
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-    actions = ["refresh_from_verifik"]
+    actions = ["refresh_from_verifik", "export_csv"]
     fieldsets = [
         ("Applicant", {"fields": ["applicant_name", "applicant_email", "phone_number", "language"]}),
         (
@@ -467,6 +468,7 @@ class AppRegistrationAdmin(RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
         return [
             *self.review_urls(),
             *self.reveal_urls(),
+            *self.export_urls(),
             path("sync/", self.admin_site.admin_view(self.sync_view), name="{}_{}_sync".format(*info)),
             path(
                 "<path:object_id>/refresh/",
@@ -531,6 +533,7 @@ class AppRegistrationAdmin(RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
             **(extra_context or {}),
             "sync_health": sync_health(request),
             "can_refresh": self.has_refresh_permission(request),
+            "can_export": self.has_export_permission(request),
         }
         return super().changelist_view(request, extra_context)
 
