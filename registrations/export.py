@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, privacy, reveals
+from . import audit, reveals
 from .models import AuditAction
 
 CHUNK_SIZE = 2_000  # rows fetched from the server-side cursor at a time

@@ -190,7 +190,6 @@ class Lens:
             return value
         return mask_text(value, known_values(registration) if registration is not None else ())
 
-
     def record(self, values):
         """A dict of a registration's columns (an export row) with name, email, phone and notes as shown."""
         if self.unmasked:
