@@ -24,6 +24,7 @@ SIZES = {
         "admin": 20_000,
         "admin_reps": 3,
         "decisions": 2_000,
+        "export_rows": 10_000,
     },
     "full": {
         "count": 100_000,
@@ -34,6 +35,7 @@ SIZES = {
         "admin": 1_000_000,
         "admin_reps": 7,
         "decisions": 100_000,
+        "export_rows": 100_000,
     },
 }
 
@@ -67,7 +69,9 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", nargs="*", choices=["sync", "memory", "details", "admin"], help="run only these")
+    parser.add_argument(
+        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "privacy"], help="run only these"
+    )
     parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
@@ -78,7 +82,7 @@ def main():
     call_command("migrate", verbosity=0)
     from . import admin_scenarios, sync_scenarios
 
-    only = set(args.only or ["sync", "memory", "details", "admin"])
+    only = set(args.only or ["sync", "memory", "details", "admin", "privacy"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -123,6 +127,12 @@ def main():
         save()
         results["review"] = admin_scenarios.review_desk_at_scale(size["admin"], size["decisions"], size["admin_reps"])
         report_review(results["review"])
+        save()
+    if "privacy" in only:
+        results["privacy"] = admin_scenarios.privacy_at_scale(
+            size["admin"], 2 * size["admin_reps"], size["export_rows"]
+        )
+        report_privacy(results["privacy"])
         save()
     save()
     print(f"\nwritten to {output}")
@@ -224,6 +234,39 @@ def report_review(r):
             f"\n   EXPLAIN, slowest query of '{v['view']}':\n"
             + "\n".join("     " + line for line in v["plan"].splitlines())
         )
+
+
+def report_privacy(p):
+    print_table(
+        f"8. Masking at {p['count']} registrations: an analyst's pages against a reviewer's (median server time)",
+        ["view", "reviewer ms", "analyst ms", "analyst / reviewer", "queries (reviewer, analyst)"],
+        [
+            [
+                v["view"],
+                f"{v['reviewer_ms']:.0f}",
+                f"{v['analyst_ms']:.0f}",
+                f"{v['ratio']:.2f}",
+                f"{v['reviewer_queries']}, {v['analyst_queries']}",
+            ]
+            for v in p["views"]
+        ],
+    )
+    print("   target: analyst's default list page within 10% of the reviewer's (ratio <= 1.10)")
+    print_table(
+        "   CSV export, one fresh process each (peak RSS; flat memory: about the same peak for 10x the rows)",
+        ["filter", "rows", "MB of CSV", "seconds", "RSS before (MB)", "peak RSS (MB)"],
+        [
+            [
+                e["query"] or "(none)",
+                e["rows"],
+                e["megabytes"],
+                e["seconds"],
+                f"{e['rss_before_kb'] / 1024:.0f}",
+                f"{e['peak_rss_kb'] / 1024:.0f}",
+            ]
+            for e in p["exports"]
+        ],
+    )
 
 
 if __name__ == "__main__":
