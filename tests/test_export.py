@@ -103,7 +103,7 @@ def test_an_analysts_export_shows_a_revealed_registration(account):
 
 def test_export_needs_the_permission(account):
     client = login("otto", "Registration operators")  # no export_appregistration
-    assert client.post(EXPORT).status_code == 403
+    assert client.post(EXPORT).status_code == 403 and client.get(EXPORT).status_code == 403
     page = client.get(LIST).content.decode()
     assert EXPORT not in page and 'value="export_csv"' not in page
     obj = AppRegistration.objects.first()
@@ -113,14 +113,20 @@ def test_export_needs_the_permission(account):
 
     reviewer = login("rita", "Registration reviewers")
     page = reviewer.get(LIST + "?status=COMPLETED").content.decode()
-    assert f'action="{EXPORT}?status=COMPLETED"' in page and 'value="export_csv"' in page
+    assert f'href="{EXPORT}?status=COMPLETED"' in page and 'value="export_csv"' in page
 
 
-def test_export_is_post_only_and_refuses_bad_filters(account):
+def test_the_export_link_downloads_and_bad_filters_are_refused(account):
     client = login("rita", "Registration reviewers")
-    assert client.get(EXPORT).status_code == 405
-    response = client.post(EXPORT + "?nonsense__field=1")
-    assert response.status_code == 302 and not AuditEvent.objects.filter(action="export").exists()
+    _, rows = download(client.get(EXPORT + "?status=FAILED"))
+    assert {r[0] for r in rows[1:]} == set(
+        AppRegistration.objects.filter(status="FAILED").values_list("verifik_id", flat=True)
+    )
+    assert AuditEvent.objects.get(action="export").details["filter"] == "status=FAILED"
+    assert client.put(EXPORT).status_code == 405 and client.delete(EXPORT).status_code == 405
+    assert AuditEvent.objects.filter(action="export").count() == 1
+    response = client.get(EXPORT + "?nonsense__field=1")
+    assert response.status_code == 302 and AuditEvent.objects.filter(action="export").count() == 1
 
 
 def test_cells_that_a_spreadsheet_would_run_get_an_apostrophe(account):

@@ -33,9 +33,12 @@ class ExportMixin:
         return self.export_response(request, queryset, source="action")
 
     def export_view(self, request):
-        """POST (the list's Export button, with the list's query string): every row the list matches."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+        """The list's Export link, with the list's query string: every row the list matches.
+
+        GET, as a download link is; an export changes nothing but the audit trail, which records it.
+        """
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
         if not self.has_view_permission(request) or not self.has_export_permission(request):
             raise PermissionDenied
         try:
