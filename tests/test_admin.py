@@ -203,9 +203,10 @@ def test_the_list_is_newest_created_first_by_default(reviewer, account):
 @pytest.mark.parametrize(
     "column, key",
     [
-        (8, lambda r: r.updated_at),
-        (1, lambda r: r.red_flags),  # "Why it's here" sorts by red flags
-        (9, lambda r: r.last_synced_at),
+        # Column 0 is the action checkbox: reviewers have an action (Export to CSV).
+        (9, lambda r: r.updated_at),
+        (2, lambda r: r.red_flags),  # "Why it's here" sorts by red flags
+        (10, lambda r: r.last_synced_at),
     ],
 )
 def test_sorting_by_updated_red_flags_and_last_synced(reviewer, account, column, key):

@@ -263,3 +263,21 @@ def test_reveal_is_post_only_and_csrf_protected(account):
     assert Client().post(url("reveal", obj), {"reason": "x"}).status_code == 302  # to the login page
     missing = reverse("admin:registrations_appregistration_reveal", args=[10**9])
     assert client.post(missing, {"reason": "x"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_free_text_on_the_timeline_is_masked_for_an_analyst(account):
+    """A reviewer's comment and reason may repeat the person's email or phone; an analyst sees them masked."""
+    from registrations import review
+
+    obj = applicant_with_everything()
+    _, rita = login("rita", "Registration reviewers")
+    review.comment(obj, rita, f"Called {obj.phone}, wrote to {obj.email} and to other.person@example.org")
+    review.decide(obj, rita, "escalated", f"{obj.name} sent a new document")
+    client, _ = login("ann", "Registration analysts")
+    for page in (client.get(url("change", obj)).content.decode(), client.get(url("history", obj)).content.decode()):
+        assert obj.email not in page and obj.phone not in page and obj.name not in page
+        assert "other.person@example.org" not in page and "o***@e***.org" in page
+        assert f"Called {privacy.mask_phone(obj.phone)}" in page and f"{privacy.mask_name(obj.name)} sent" in page
+    reviewer, _ = login("rex", "Registration reviewers")
+    assert f"wrote to {obj.email}" in reviewer.get(url("history", obj)).content.decode()
