@@ -30,10 +30,15 @@ def project_names(request):
     )
 
 
+def open_reveals(request):
+    """{registration id: latest reveal} of this user's reveals still open now: one query per request."""
+    now = _once(request, "_verifik_pii_now", timezone.now)
+    return _once(request, "_verifik_open_reveals", lambda: reveals.open_reveals(request.user, now=now))
+
+
 def pii_lens(request, registration_id):
-    """How this request's user sees a registration's personal data: one reveal query per request, none with view_pii."""
+    """How this request's user sees a registration's personal data (no query with view_pii)."""
     if _once(request, "_verifik_view_pii", lambda: reveals.has_view_pii(request.user)):
         return privacy.UNMASKED
-    now = _once(request, "_verifik_pii_now", timezone.now)
-    revealed = _once(request, "_verifik_open_reveals", lambda: reveals.open_reveals(request.user, now=now))
-    return reveals.lens_for(request.user, registration_id, now=now, revealed=revealed)
+    revealed_at = open_reveals(request).get(registration_id)
+    return reveals.lens(False, revealed_at, _once(request, "_verifik_pii_now", timezone.now))

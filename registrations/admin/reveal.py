@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from .. import privacy, reveals
 from . import rendering
+from .per_request import open_reveals
 
 
 class RevealMixin:
@@ -57,7 +58,7 @@ class RevealMixin:
         view_pii = reveals.has_view_pii(request.user)
         revealed_until = None
         if lens.unmasked and not view_pii:
-            opened = reveals.open_reveals(request.user, [obj.pk]).get(obj.pk)
+            opened = open_reveals(request).get(obj.pk)
             revealed_until = opened and privacy.reveal_ends(opened, settings.VERIFIK_REVEAL_MINUTES)
         return {
             "subtitle": lens.name(obj.name) or obj.verifik_id,
