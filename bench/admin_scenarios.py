@@ -1,16 +1,20 @@
-"""Scenario 6: the admin at a large account, against a stock ModelAdmin on the same data."""
+"""Scenario 6: the admin at a large account, against a stock ModelAdmin on the same data.
+Scenario 7: the review desk. Scenario 8: the audit trail (the write on a detail view, the audit list)."""
 
 import statistics
 import time
+from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from registrations.models import AppRegistration, ReviewDecision
+from registrations import audit
+from registrations.admin import registrations as registrations_admin
+from registrations.models import AppRegistration, AuditEvent, ReviewDecision
 
-from .generate import generate, generate_review
+from .generate import generate, generate_audit, generate_review
 
 TABLE = "registrations_appregistration"
 
@@ -152,7 +156,7 @@ def review_desk_at_scale(count, decisions, reps):
 
 
 def privacy_at_scale(count, reps, export_rows):
-    """Scenario 8: masking's cost (an analyst's pages against a reviewer's) and an export's peak memory.
+    """Scenario 9: masking's cost (an analyst's pages against a reviewer's) and an export's peak memory.
 
     Both users see the same rows; the analyst's are masked and need one more query (their
     open reveals). The export runs in a fresh process (bench/export_memory.py) over the HTTP
@@ -189,13 +193,13 @@ def privacy_at_scale(count, reps, export_rows):
     rows = []
     with override_settings(ROOT_URLCONF="bench.urls", DEBUG=False):
         for name, url in pages:
-            # Interleaved, so both users' requests meet the same load on a shared machine.
             samples = {username: [] for username in clients}
             queries = {}
             for username, client in clients.items():
                 queries[username] = len(measure(client, url, 1)[1])
-            for _ in range(reps):
-                for username, client in clients.items():
+            for rep in range(reps):
+                # Interleaved, the order alternating, so both users' requests meet the same load.
+                for username, client in list(clients.items())[:: 1 if rep % 2 == 0 else -1]:
                     start = time.perf_counter()
                     response = client.get(url)
                     samples[username].append(time.perf_counter() - start)
@@ -243,3 +247,92 @@ def export_memory(query, rows):
         text=True,
     ).stdout
     return {"query": query, "expected_rows": rows, **json.loads(out.strip().splitlines()[-1])}
+
+
+def audit_views(registration):
+    ours = "/admin/registrations/auditevent/"
+    latest = AuditEvent.objects.order_by("-at").values_list("at", flat=True).first()
+    reviewer = AuditEvent.objects.filter(actor__isnull=False).values_list("actor_id", flat=True).first()
+    return [
+        ("audit list", ours),
+        ("action = reveal", ours + "?action=reveal"),
+        ("actor", ours + f"?actor__id__exact={reviewer}"),
+        ("date drill-down, a day", ours + f"?at__year={latest.year}&at__month={latest.month}&at__day={latest.day}"),
+        ("past 7 days", ours + f"?at__gte={(latest - timedelta(days=7)).date().isoformat()}"),
+        ("search a registration", ours + f"?q={registration.verifik_id}"),
+    ]
+
+
+class _NoAudit:
+    """The admin's audit module with `record` a no-op: the detail view as it was before the audit trail."""
+
+    def __getattr__(self, name):
+        return getattr(audit, name)
+
+    @staticmethod
+    def record(*args, **kwargs):
+        return None
+
+
+def audit_at_scale(count, events, reps):
+    """The detail view with and without its audit write, interleaved, at `events` audit events; the audit list."""
+    generate_seconds = None
+    if AppRegistration.objects.count() != count:
+        generate_seconds = generate(count)
+    if AuditEvent.objects.count() < events:
+        generate_seconds = (generate_seconds or 0) + generate_audit(events)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE registrations_appregistration")
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", password="bench")
+    client = Client()
+    client.force_login(user)
+    sample = AppRegistration.objects.order_by("-failed_validations_count").first()
+    detail = f"/admin/registrations/appregistration/{sample.pk}/change/"
+    with_audit, without_audit, inserts = [], [], []
+    with override_settings(ROOT_URLCONF="bench.urls", DEBUG=False):
+        client.get(detail)
+        for n in range(reps * 6):
+            pair = [(with_audit, audit), (without_audit, _NoAudit())]
+            for samples, module in pair if n % 2 else pair[::-1]:  # alternate which goes first
+                registrations_admin.audit = module
+                try:
+                    start = time.perf_counter()
+                    assert client.get(detail).status_code == 200
+                    samples.append(time.perf_counter() - start)
+                finally:
+                    registrations_admin.audit = audit
+        for _ in range(reps * 10):  # the write alone, as the view makes it
+            start = time.perf_counter()
+            audit.record("view", actor=user, registration=sample)
+            inserts.append(time.perf_counter() - start)
+        rows = []
+        for name, url in audit_views(sample):
+            median, queries = measure(client, url, reps)
+            measured = [q for q in queries if not q["sql"].startswith("EXPLAIN")]  # the planner's estimates
+            slowest = max(measured, key=lambda q: float(q["time"]))
+            scans = [q["sql"] for q in measured if "Seq Scan on registrations_auditevent" in seq_scans(q["sql"])[1]]
+            rows.append(
+                {
+                    "view": name,
+                    "ms": median * 1000,
+                    "queries": len(queries),
+                    "full_scans": len(scans),
+                    "slowest_ms": float(slowest["time"]) * 1000,
+                    "plan": seq_scans(slowest["sql"])[1],
+                }
+            )
+    detail_with, detail_without = statistics.median(with_audit) * 1000, statistics.median(without_audit) * 1000
+    return {
+        "count": count,
+        "events": AuditEvent.objects.count(),
+        "generate_seconds": generate_seconds,
+        "detail_ms_with_audit": detail_with,
+        "detail_ms_without_audit": detail_without,
+        "audit_adds_ms": detail_with - detail_without,
+        # Each "with" sample against its "without" neighbour (taken just before or after): less exposed to drift.
+        "audit_adds_ms_paired": statistics.median(w - wo for w, wo in zip(with_audit, without_audit, strict=True))
+        * 1000,
+        "insert_ms_median": statistics.median(inserts) * 1000,
+        "samples": len(with_audit),
+        "views": rows,
+    }

@@ -191,3 +191,39 @@ def generate_review(decisions):
         for table in REVIEW_TABLES:
             cursor.execute(f"ANALYZE {table}")
     return (datetime.now() - start).total_seconds()
+
+
+AUDIT_ACTIONS = ["view", "view", "view", "view", "view", "reveal", "decide", "assign", "comment", "refresh", "export"]
+
+
+def generate_audit(events):
+    """Replace the audit trail with `events` events over the generated registrations (views mostly, by the
+    review desk's reviewers, one a second back from now); returns seconds taken."""
+    from django.contrib.auth.models import User
+
+    start = datetime.now()
+    actors = [User.objects.get_or_create(username=name, defaults={"is_staff": True})[0].pk for name in REVIEWERS]
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE registrations_auditevent RESTART IDENTITY")
+        cursor.execute("SELECT min(id), count(*) FROM registrations_appregistration")
+        first, count = cursor.fetchone()
+        cursor.execute(
+            """
+            INSERT INTO registrations_auditevent (action, actor_id, registration_id, at, ip, details)
+            SELECT (%(actions)s::text[])[1 + i %% %(n_actions)s], (%(actors)s::bigint[])[1 + i %% %(n_actors)s],
+                   %(first)s + (i * 7919) %% %(count)s, now() - i * interval '1 second', '10.0.0.1'::inet,
+                   CASE WHEN i %% 11 = 5 THEN '{"reason": "Fraud check"}'::jsonb ELSE '{}'::jsonb END
+            FROM generate_series(%(events)s::bigint, 1, -1) AS i
+            """,
+            {
+                "actions": AUDIT_ACTIONS,
+                "n_actions": len(AUDIT_ACTIONS),
+                "actors": actors,
+                "n_actors": len(actors),
+                "first": first,
+                "count": count,
+                "events": events,
+            },
+        )
+        cursor.execute("VACUUM ANALYZE registrations_auditevent")
+    return (datetime.now() - start).total_seconds()

@@ -25,6 +25,7 @@ SIZES = {
         "admin_reps": 3,
         "decisions": 2_000,
         "export_rows": 10_000,
+        "audit_events": 20_000,
     },
     "full": {
         "count": 100_000,
@@ -36,6 +37,7 @@ SIZES = {
         "admin_reps": 7,
         "decisions": 100_000,
         "export_rows": 100_000,
+        "audit_events": 1_000_000,
     },
 }
 
@@ -70,7 +72,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
-        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "privacy"], help="run only these"
+        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "audit", "privacy"], help="run only these"
     )
     parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
@@ -82,7 +84,7 @@ def main():
     call_command("migrate", verbosity=0)
     from . import admin_scenarios, sync_scenarios
 
-    only = set(args.only or ["sync", "memory", "details", "admin", "privacy"])
+    only = set(args.only or ["sync", "memory", "details", "admin", "audit", "privacy"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -127,6 +129,10 @@ def main():
         save()
         results["review"] = admin_scenarios.review_desk_at_scale(size["admin"], size["decisions"], size["admin_reps"])
         report_review(results["review"])
+        save()
+    if "audit" in only:
+        results["audit"] = admin_scenarios.audit_at_scale(size["admin"], size["audit_events"], size["admin_reps"])
+        report_audit(results["audit"])
         save()
     if "privacy" in only:
         results["privacy"] = admin_scenarios.privacy_at_scale(
@@ -236,9 +242,23 @@ def report_review(r):
         )
 
 
+def report_audit(a):
+    print_table(
+        f"8. Audit trail at {a['count']} registrations, {a['events']} audit events (median server time)",
+        ["view", "ms", "queries", "full scans", "slowest query ms"],
+        [[v["view"], f"{v['ms']:.0f}", v["queries"], v["full_scans"], f"{v['slowest_ms']:.0f}"] for v in a["views"]],
+    )
+    print(
+        f"   detail view: {a['detail_ms_with_audit']:.1f} ms with its audit write, "
+        f"{a['detail_ms_without_audit']:.1f} ms without ({a['audit_adds_ms']:+.1f} ms; median of paired "
+        f"differences {a['audit_adds_ms_paired']:+.1f} ms; target <= 5; {a['samples']} interleaved samples each); "
+        f"the INSERT alone {a['insert_ms_median']:.2f} ms"
+    )
+
+
 def report_privacy(p):
     print_table(
-        f"8. Masking at {p['count']} registrations: an analyst's pages against a reviewer's (median server time)",
+        f"9. Masking at {p['count']} registrations: an analyst's pages against a reviewer's (median server time)",
         ["view", "reviewer ms", "analyst ms", "analyst / reviewer", "queries (reviewer, analyst)"],
         [
             [

@@ -6,4 +6,4 @@ class RegistrationsConfig(AppConfig):
     name = "registrations"
 
     def ready(self):
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import checks, receivers  # noqa: F401 - registers the system checks and the audit's receivers

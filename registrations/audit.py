@@ -28,17 +28,28 @@ MAX_DEPTH = 6
 
 def record(action, *, actor=None, registration=None, request=None, details=None):
     """Write one audit event and return it. `actor` defaults to the request's authenticated user."""
+    return AuditEvent.objects.create(**_fields(action, actor, registration, request, details))
+
+
+def record_each(action, registration_ids, *, actor=None, request=None, details=None):
+    """One event per registration (by primary key) in one INSERT: a bulk action on many registrations."""
+    fields = _fields(action, actor, None, request, details)
+    del fields["registration"]
+    return AuditEvent.objects.bulk_create([AuditEvent(**fields, registration_id=pk) for pk in registration_ids])
+
+
+def _fields(action, actor, registration, request, details):
     action = AuditAction(action)  # an unknown action is a programming error: fail loudly
     if actor is None and request is not None:
         user = getattr(request, "user", None)
         actor = user if user is not None and user.is_authenticated else None
-    return AuditEvent.objects.create(
-        action=action,
-        actor=actor,
-        registration=registration,
-        ip=client_ip(request) if request is not None else None,
-        details=sanitise(details or {}),
-    )
+    return {
+        "action": action,
+        "actor": actor,
+        "registration": registration,
+        "ip": client_ip(request) if request is not None else None,
+        "details": sanitise(details or {}),
+    }
 
 
 def client_ip(request):

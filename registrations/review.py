@@ -1,9 +1,10 @@
 """The review desk's one writer: decisions (with four eyes), assignment and comments.
 
 Every action writes our own tables only (never a mirrored registration) and keeps
-`ReviewState`, the per-registration summary the queue is filtered on, in the same
-transaction. Decisions, assignments and comments are append-only; the only update
-of a decision is the second reviewer's confirmation of an approval.
+`ReviewState`, the per-registration summary the queue is filtered on, and its audit
+event in the same transaction. Decisions, assignments and comments are append-only;
+the only update of a decision is the second reviewer's confirmation of an approval.
+`request`, when given, only lends the audit event its client address.
 """
 
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
-from . import queue
+from . import audit, queue
 from .models import (
     COMMENT_MAX_LENGTH,
     REASON_REQUIRED,
     AppRegistration,
+    AuditAction,
     ReviewAssignment,
     ReviewCheckpoint,
     ReviewComment,
@@ -77,7 +79,7 @@ def _pending_approval(state, registration):
     return state.decision
 
 
-def decide(registration, reviewer, outcome, reason="", seen_version=None, now=None):
+def decide(registration, reviewer, outcome, reason="", seen_version=None, now=None, request=None):
     """Record a decision on the version the reviewer saw (default: the stored one).
 
     An approval of a registration at the red-flag threshold waits for a second
@@ -107,6 +109,7 @@ def decide(registration, reviewer, outcome, reason="", seen_version=None, now=No
             state.confirmed_at = now
             state.save(update_fields=["confirmed_at"])
             pending.refresh_from_db()
+            _audit_decision(pending, reviewer, request, confirmed=True)
             return Decided(pending, confirmed=True, stale=stale)
         entered = queue.with_review(AppRegistration.objects.filter(pk=registration.pk)).values_list(
             "waiting_since", flat=True
@@ -127,11 +130,21 @@ def decide(registration, reviewer, outcome, reason="", seen_version=None, now=No
         state.confirmed_at = None
         state.changed_at = registration.updated_at if stale else None
         state.save()
+        _audit_decision(decision, reviewer, request)
     awaiting = _pending_approval(state, registration) is not None
     return Decided(decision, awaiting_second=awaiting, stale=stale)
 
 
-def assign(registration, actor, assignee, now=None):
+def _audit_decision(decision, reviewer, request, confirmed=False):
+    details = {"outcome": decision.outcome, "decision": decision.pk, "reason": decision.reason}
+    if confirmed:
+        details = {**details, "confirmed": True, "first_reviewer": decision.reviewer.get_username()}
+    audit.record(
+        AuditAction.DECIDE, actor=reviewer, registration=decision.registration, request=request, details=details
+    )
+
+
+def assign(registration, actor, assignee, now=None, request=None):
     """Give the registration to `assignee` (None: nobody). Returns False when nothing changed."""
     if assignee is not None and not (assignee.is_staff and can_review(assignee)):
         raise ReviewError(f"{assignee} cannot review registrations, so cannot be assigned one.")
@@ -146,18 +159,34 @@ def assign(registration, actor, assignee, now=None):
         state.assignee = assignee
         state.assigned_at = now if assignee else None
         state.save(update_fields=["assignee", "assigned_at"])
+        audit.record(
+            AuditAction.ASSIGN,
+            actor=actor,
+            registration=registration,
+            request=request,
+            details={"assignee": assignee.get_username() if assignee else None},
+        )
     return True
 
 
-def comment(registration, author, text, now=None):
+def comment(registration, author, text, now=None, request=None):
     text = (text or "").strip()
     if not text:
         raise ReviewError("A comment cannot be empty.")
     if len(text) > COMMENT_MAX_LENGTH:
         raise ReviewError(f"A comment can be at most {COMMENT_MAX_LENGTH:,} characters ({len(text):,} given).")
-    return ReviewComment.objects.create(
-        registration=registration, author=author, text=text, created_at=now or timezone.now()
-    )
+    with transaction.atomic():
+        created = ReviewComment.objects.create(
+            registration=registration, author=author, text=text, created_at=now or timezone.now()
+        )
+        audit.record(
+            AuditAction.COMMENT,
+            actor=author,
+            registration=registration,
+            request=request,
+            details={"comment": created.pk},
+        )
+    return created
 
 
 def check_versions(now=None):

@@ -96,12 +96,10 @@ def stale_q(covered_at, now=None):
     return old
 
 
-def estimated_total():
-    """Postgres' own row estimate for the registrations table; None before the first ANALYZE."""
+def estimated_total(model=AppRegistration):
+    """Postgres' own row estimate for a model's table (the registrations'); None before the first ANALYZE."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [AppRegistration._meta.db_table]
-        )
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [model._meta.db_table])
         row = cursor.fetchone()
     return row[0] if row and row[0] >= 0 else None
 

@@ -104,3 +104,15 @@ def prune_sync_history():
     """Daily: SyncRuns and WebhookDeliveries older than VERIFIK_KEEP_RUNS_DAYS go."""
     runs, deliveries = sync.prune_history()
     return {"sync_runs": runs, "webhook_deliveries": deliveries}
+
+
+@shared_task(bind=True, **SHORT_LIMITS)
+def purge_removed_registrations(self):
+    """Daily: erase the personal data of registrations removed upstream over VERIFIK_PURGE_REMOVED_AFTER_DAYS ago.
+
+    Each run stops short of its time limit; a backlog left over is queued again at once.
+    """
+    result = sync.purge_removed(time_budget=settings.VERIFIK_TASK_TIME_LIMIT / 2)
+    if result.more and not self.request.is_eager:
+        purge_removed_registrations.delay()
+    return {"erased": result.erased, "more": result.more}

@@ -1,21 +1,24 @@
 """A registration's activity, newest first, in one query: status changes, decisions and their
-confirmations, assignments, comments and refreshes. Pure reads."""
+confirmations, assignments, comments and refreshes, and, for those allowed to read the audit
+trail (`AUDIT_PERMISSION`), its audit events. Pure reads."""
 
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import CharField, F, IntegerField, Value
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
-from .models import ReviewAssignment, ReviewComment, ReviewDecision, StatusChange, SyncRun
+from .models import AuditEvent, ReviewAssignment, ReviewComment, ReviewDecision, StatusChange, SyncRun
 
 LIMIT = 200
+AUDIT_PERMISSION = "registrations.view_auditevent"
 TEXT = CharField()
 
 
 @dataclass(frozen=True)
 class Event:
-    event: str  # status, decision, confirmation, assignment, comment, refresh
+    event: str  # status, decision, confirmation, assignment, comment, refresh, audit
     at: datetime
     actor: str | None  # username; None for the sync
     a: str | None
@@ -36,15 +39,19 @@ def _columns(kind, at, actor=None, a=None, b=None, c=None, d=None, ref=None):
         "at": F(at),
         "actor": _text(F(actor)) if actor else none,
         "a": _text(F(a)) if a else none,
-        "b": _text(F(b)) if b else none,
+        "b": _text(F(b) if isinstance(b, str) else b) if b is not None else none,  # a field name or an expression
         "c": _text(F(c)) if c else none,
         "d": _text(F(d)) if d else none,
         "ref": F(ref) if ref else Value(None, output_field=IntegerField()),
     }
 
 
-def events(registration, limit=LIMIT):
-    """The newest `limit` events of one registration."""
+def can_see_audit(user):
+    return user.has_perm(AUDIT_PERMISSION)
+
+
+def events(registration, limit=LIMIT, audit=False):
+    """The newest `limit` events of one registration; its audit events too when `audit` (see can_see_audit)."""
     legs = [
         StatusChange.objects.filter(registration=registration).values(
             **_columns(
@@ -67,5 +74,16 @@ def events(registration, limit=LIMIT):
             **_columns("refresh", "started_at", actor="user__username", a="outcome", b="trigger", c="error", ref="id")
         ),
     ]
+    if audit:
+        columns = _columns(
+            "audit", "at", actor="actor__username", a="action", b=KeyTextTransform("reason", "details"), ref="id"
+        )
+        # `at` and `actor` are fields of AuditEvent, which values() refuses as names; the union takes its
+        # column names from the first leg, by position, so these may be called anything.
+        legs.append(
+            AuditEvent.objects.filter(registration=registration).values(
+                **{f"{name}_" if name in ("at", "actor") else name: value for name, value in columns.items()}
+            )
+        )
     union = legs[0].union(*legs[1:], all=True).order_by("-at", "-ref")[:limit]
     return [Event(**row) for row in union]

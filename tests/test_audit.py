@@ -1,14 +1,52 @@
 """The audit trail: one event per action, append-only down to the database, a read-only admin, the timeline."""
 
+from datetime import timedelta
+
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.db import DatabaseError, connection, transaction
 from django.test import RequestFactory
+from django.urls import reverse
+from django.utils import timezone
 
-from registrations import audit
-from registrations.models import AppendOnly, AppRegistration, AuditAction, AuditEvent
+from registrations import audit, review
+from registrations.models import AppendOnly, AppRegistration, AuditAction, AuditEvent, ReviewDecision
+from registrations.sync import run_sync
 from tests.support import staff
 
 pytestmark = pytest.mark.django_db
+
+AUDIT_LIST = reverse("admin:registrations_auditevent_changelist")
+REGISTRATIONS = reverse("admin:registrations_appregistration_changelist")
+
+
+def page(name, obj):
+    return reverse(f"admin:registrations_appregistration_{name}", args=[obj.pk])
+
+
+def events(action):
+    return list(AuditEvent.objects.filter(action=action).order_by("at", "id"))
+
+
+@pytest.fixture
+def account(verifik):
+    account = verifik(count=12)
+    run_sync(details=True)
+    return account
+
+
+@pytest.fixture
+def rita(client):
+    user = staff("rita", "Registration reviewers")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def otto(client):
+    user = staff("otto", "Registration operators")
+    client.force_login(user)
+    return user
 
 
 def registration(verifik_id="a" * 24, **fields):
@@ -99,3 +137,196 @@ def test_the_database_refuses_truncate_without_the_maintenance_setting():
         cursor.execute("SET LOCAL verifik.allow_audit_truncate = off")
         cursor.execute("TRUNCATE registrations_auditevent CASCADE")
     assert AuditEvent.objects.count() == 1
+
+
+# --- one event per action ----------------------------------------------------------------------
+
+
+def test_opening_a_registration_writes_one_view_event(client, rita, account):
+    obj = AppRegistration.objects.first()
+    assert client.get(page("change", obj), REMOTE_ADDR="192.0.2.10").status_code == 200
+    [event] = events("view")
+    assert (event.actor, event.registration, event.ip, event.details) == (rita, obj, "192.0.2.10", {})
+    client.get(REGISTRATIONS)
+    assert len(events("view")) == 1, "the list is not a detail view"
+
+
+def test_a_refused_detail_view_writes_nothing(client, account):
+    client.force_login(staff("nobody"))  # staff without any permission
+    obj = AppRegistration.objects.first()
+    assert client.get(page("change", obj)).status_code == 403
+    assert not events("view")
+
+
+def test_decisions_assignments_and_comments_write_one_event_each(client, rita, account):
+    obj = AppRegistration.objects.filter(red_flags__lt=3).first()
+    client.post(page("decide", obj), {"outcome": "rejected", "reason": "Blurry document"}, REMOTE_ADDR="192.0.2.11")
+    client.post(page("assign", obj), {"assignee": "me"})
+    client.post(page("comment", obj), {"text": "Asked for a new photo"})
+    [decided] = events("decide")
+    decision = ReviewDecision.objects.get()
+    assert (decided.actor, decided.registration, decided.ip) == (rita, obj, "192.0.2.11")
+    assert decided.details == {"outcome": "rejected", "decision": decision.pk, "reason": "Blurry document"}
+    [assigned] = events("assign")
+    assert (assigned.actor, assigned.registration, assigned.details) == (rita, obj, {"assignee": "rita"})
+    [commented] = events("comment")
+    assert (commented.actor, commented.registration) == (rita, obj)
+    assert commented.details["comment"] == obj.comments.get().pk
+
+
+def test_a_refused_decision_writes_no_decide_event(client, rita, account):
+    obj = AppRegistration.objects.first()
+    client.post(page("decide", obj), {"outcome": "rejected", "reason": ""})
+    assert not events("decide") and not ReviewDecision.objects.exists()
+
+
+def test_a_second_reviewers_confirmation_is_audited(account, settings):
+    obj = AppRegistration.objects.first()
+    obj.red_flags = settings.VERIFIK_REVIEW_RED_FLAGS  # mirrored data set directly: the test's own fixture
+    AppRegistration.objects.filter(pk=obj.pk).update(red_flags=obj.red_flags)
+    first, second = staff("rita", "Registration reviewers"), staff("bob", "Registration reviewers")
+    review.decide(obj, first, "approved")
+    review.decide(obj, second, "approved")
+    confirmed = events("decide")[-1]
+    assert confirmed.actor == second and confirmed.details["confirmed"] is True
+    assert confirmed.details["first_reviewer"] == "rita"
+
+
+def test_the_event_commits_with_the_action_or_not_at_all(account, monkeypatch):
+    obj = AppRegistration.objects.first()
+    user = staff("rita", "Registration reviewers")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the audit table is unavailable")
+
+    monkeypatch.setattr(audit, "record", broken)
+    for action in (
+        lambda: review.decide(obj, user, "rejected", "reason"),
+        lambda: review.assign(obj, user, user),
+        lambda: review.comment(obj, user, "text"),
+    ):
+        with pytest.raises(RuntimeError):
+            action()
+    assert not ReviewDecision.objects.exists()
+    assert not obj.assignments.exists() and not obj.comments.exists()
+
+
+def test_refresh_and_sync_requests_are_audited_with_their_outcome(client, otto, account):
+    obj = AppRegistration.objects.first()
+    client.post(page("refresh", obj))
+    [refreshed] = events("refresh")
+    assert (refreshed.actor, refreshed.registration, refreshed.details["queued"]) == (otto, obj, False)
+    assert refreshed.details["run"] is not None, "in eager mode the refresh ran: its SyncRun"
+    client.post(reverse("admin:registrations_appregistration_sync"))
+    [synced] = events("sync")
+    assert (synced.actor, synced.registration) == (otto, None) and synced.details["run"] is not None
+    chosen = list(AppRegistration.objects.order_by("pk")[:3])
+    client.post(REGISTRATIONS, {"action": "refresh_from_verifik", "_selected_action": [o.pk for o in chosen]})
+    bulk = [e for e in events("refresh") if e.details.get("bulk")]
+    assert {e.registration for e in bulk} == set(chosen) and {e.actor for e in bulk} == {otto}
+
+
+def test_a_refused_refresh_writes_nothing(client, rita, account):
+    obj = AppRegistration.objects.first()
+    assert client.post(page("refresh", obj)).status_code == 403
+    assert client.post(reverse("admin:registrations_appregistration_sync")).status_code == 403
+    assert not events("refresh") and not events("sync")
+
+
+def test_a_login_is_audited(client):
+    user = staff("rita")
+    client.force_login(user)  # Django's login(): whatever checked the credentials, this signals the login
+    [login] = events("login")
+    assert (login.actor, login.registration, login.details) == (user, None, {})
+
+
+def test_a_failed_login_is_audited_with_the_username_and_address_never_the_password(client):
+    staff("rita")
+    response = client.post(
+        reverse("admin:login"), {"username": "rita", "password": "not-her-password"}, REMOTE_ADDR="192.0.2.66"
+    )
+    assert response.status_code == 200 and not events("login")
+    [failed] = events("login_failed")
+    assert (failed.actor, failed.ip, failed.details) == (None, "192.0.2.66", {"username": "rita"})
+    assert "not-her-password" not in str(failed.details)
+
+
+# --- the audit admin -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def superuser(client):
+    user = User.objects.create_superuser("root", password="pw")
+    client.force_login(user)
+    return user
+
+
+def test_the_audit_admin_is_read_only_even_for_superusers(client, superuser, account):
+    obj = AppRegistration.objects.first()
+    event = audit.record("comment", actor=superuser, registration=obj, details={"comment": 1})
+    listing = client.get(AUDIT_LIST)
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert obj.verifik_id in html and "Add audit event" not in html
+    assert listing.context["cl"].model_admin.get_actions(listing.wsgi_request) == {}
+    change = reverse("admin:registrations_auditevent_change", args=[event.pk])
+    assert client.get(change).status_code == 200
+    assert 'name="_save"' not in client.get(change).content.decode()
+    assert client.post(change, {"action": "view", "details": "{}"}).status_code == 403
+    assert client.get(reverse("admin:registrations_auditevent_add")).status_code == 403
+    assert client.post(reverse("admin:registrations_auditevent_add"), {"action": "view"}).status_code == 403
+    delete = reverse("admin:registrations_auditevent_delete", args=[event.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    client.post(AUDIT_LIST, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"})
+    event.refresh_from_db()
+    assert event.action == "comment" and AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_the_audit_admin_needs_the_view_permission(client, rita):
+    assert client.get(AUDIT_LIST).status_code == 403
+
+
+def test_the_audit_admin_filters_by_action_actor_and_date_and_finds_a_registration(client, superuser, account):
+    first, second = AppRegistration.objects.order_by("pk")[:2]
+    rita = staff("rita", "Registration reviewers")
+    audit.record("view", actor=rita, registration=first)
+    long_ago = timezone.now() - timedelta(days=400)
+    AuditEvent.objects.bulk_create([AuditEvent(action="view", actor=rita, registration=first, at=long_ago)])
+    audit.record("decide", actor=rita, registration=second, details={"reason": "x"})
+    audit.record("login_failed", details={"username": "mallory"})
+
+    def listed(query):
+        response = client.get(AUDIT_LIST + query)
+        assert response.status_code == 200, response.content[:300]
+        return [(e.action, e.registration_id) for e in response.context["cl"].result_list]
+
+    assert listed("?action=decide") == [("decide", second.pk)]
+    assert ("login_failed", None) not in listed(f"?actor__id__exact={rita.pk}")
+    assert listed("?actor__isnull=True") == [("login_failed", None)]
+    then = timezone.localtime(long_ago)
+    assert listed(f"?at__year={then.year}&at__month={then.month}&at__day={then.day}") == [("view", first.pk)]
+    since = timezone.now() - timedelta(days=7)
+    in_week = client.get(AUDIT_LIST, {"at__gte": since.isoformat()}).context["cl"].result_list
+    assert len(in_week) == AuditEvent.objects.filter(at__gte=since).count() and len(in_week) >= 3
+    assert listed(f"?q={first.verifik_id}") == [("view", first.pk)] * 2
+    assert listed(f"?q={first.verifik_id.upper()}") == [("view", first.pk)] * 2
+    assert listed(f"?q={first.pk}") == [("view", first.pk)] * 2
+    assert listed(f"?q={first.verifik_id[:10]}") == [], "the id must match exactly"
+    assert listed("?q=' OR 1=1 --") == []
+
+
+# --- the registration's timeline --------------------------------------------------------------
+
+
+def test_the_timeline_shows_audit_events_only_with_the_permission(client, account):
+    obj = AppRegistration.objects.first()
+    audit.record("reveal", actor=staff("ana"), registration=obj, details={"reason": "Fraud check 881"})
+    viewer = staff("rita", "Registration reviewers")
+    client.force_login(viewer)
+    assert "Fraud check 881" not in client.get(page("change", obj)).content.decode()
+    assert "Fraud check 881" not in client.get(page("history", obj)).content.decode()
+    viewer.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client.force_login(User.objects.get(pk=viewer.pk))
+    html = client.get(page("change", obj)).content.decode()
+    assert "Fraud check 881" in html and "Revealed personal data" in html
+    assert "Fraud check 881" in client.get(page("history", obj)).content.decode()

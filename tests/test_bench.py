@@ -32,6 +32,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
             "--only",
             "sync",
             "admin",
+            "audit",
             "--output",
             str(tmp_path / "out.json"),
         ],
@@ -60,3 +61,8 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     }
     assert all(v["queries"] <= 12 for v in review.values())
     assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout and "7. Review desk" in result.stdout
+    audit = report["audit"]
+    assert audit["events"] >= 20_000 and audit["detail_ms_with_audit"] > 0 and audit["detail_ms_without_audit"] > 0
+    assert {v["view"] for v in audit["views"]} >= {"audit list", "actor", "search a registration"}
+    assert all(v["queries"] <= 12 for v in audit["views"])
+    assert "8. Audit trail at" in result.stdout

@@ -299,6 +299,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "registrations.tasks.prune_sync_history",
         "schedule": timedelta(days=1),
     },
+    "purge-removed-registrations": {  # does nothing while VERIFIK_PURGE_REMOVED_AFTER_DAYS is 0
+        "task": "registrations.tasks.purge_removed_registrations",
+        "schedule": timedelta(days=1),
+    },
 }
 
 # --- Health (GET /health/ and the admin index) --------------------------------

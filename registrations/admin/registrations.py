@@ -11,9 +11,9 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .. import dispatch, privacy, queue, selectors
+from .. import audit, dispatch, privacy, queue, selectors
 from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
-from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
+from ..models import AppRegistration, AuditAction, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
 from .changelist import ReviewChangeList
@@ -37,7 +37,7 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         if not self.object_list.query.where:
-            estimate = selectors.estimated_total()
+            estimate = selectors.estimated_total(self.object_list.model)
         else:
             estimate = selectors.estimated_rows(self.object_list)
         if estimate is not None and estimate > ESTIMATE_ABOVE:
@@ -48,6 +48,11 @@ class EstimatedCountPaginator(Paginator):
 def pii(obj):
     """The lens the admin attached to this row for the current user; masked when none was (fail closed)."""
     return getattr(obj, "pii_lens", privacy.MASKED)
+
+
+def _dispatched(result):
+    """What a refresh or sync request came to, for its audit event."""
+    return {"queued": result.queued, "joined": result.joined, "run": result.run.pk if result.run else None}
 
 
 def run_link(run):
@@ -119,6 +124,7 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
                     "first_synced_at",
                     "last_synced_at",
                     "removed_upstream_at",
+                    "erased",
                     "details_backlog",
                     "recent_runs",
                 ]
@@ -193,8 +199,10 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
             marks.append(rendering.tag("Deleted at Verifik", "danger"))
         if obj.removed_upstream_at:
             marks.append(rendering.tag("Removed upstream", "muted"))
+        if obj.erased_at:
+            marks.append(rendering.tag("Personal data erased", "muted"))
         lens = pii(obj)
-        name = lens.name(obj.name) or rendering.muted("(no name)")
+        name = lens.name(obj.name) or rendering.muted("(erased)" if obj.erased_at else "(no name)")
         shown_notes = lens.text(obj.notes, obj)
         notes = (
             format_html(
@@ -365,6 +373,13 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
             return format_html('{}<br><span class="vf-stale">{}</span>', text, obj.details_error)
         return text
 
+    @admin.display(description="Personal data")
+    def erased(self, obj):
+        """Erased or kept; the `purge` event in the audit trail says by whom and why."""
+        if not obj.erased_at:
+            return "Kept"
+        return format_html("{} on {}", rendering.tag("Erased", "muted"), rendering.when(obj.erased_at))
+
     @admin.display(description="Project flow")
     def project_flow(self, obj):
         return self._reference(obj, "projectFlow", "project_flow_id")
@@ -453,8 +468,12 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
 
     @admin.action(description="Refresh from Verifik", permissions=["refresh"])
     def refresh_from_verifik(self, request, queryset):
-        ids = list(queryset.values_list("verifik_id", flat=True)[:500])
+        rows = list(queryset.values_list("pk", "verifik_id")[:500])
+        ids = [verifik_id for _, verifik_id in rows]
         results = dispatch.request_refreshes(ids, user_id=request.user.pk)
+        audit.record_each(
+            AuditAction.REFRESH, [pk for pk, _ in rows], request=request, details={"bulk": True, "count": len(rows)}
+        )
         if results and results[0].queued:
             self.message_user(request, f"Refresh of {len(ids)} registrations queued; see Sync runs for progress.")
             return
@@ -494,6 +513,7 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
         if obj is None:
             raise Http404("No registration with this id.")
         result = dispatch.request_refresh(obj.verifik_id, user_id=request.user.pk)
+        audit.record(AuditAction.REFRESH, registration=obj, request=request, details=_dispatched(result))
         self._report(request, result, "Refresh")
         return HttpResponseRedirect(reverse("admin:registrations_appregistration_change", args=[obj.pk]))
 
@@ -502,7 +522,9 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
         refused = self._require_refresh(request)
         if refused:
             return refused
-        self._report(request, dispatch.request_sync(user_id=request.user.pk), "Sync")
+        result = dispatch.request_sync(user_id=request.user.pk)
+        audit.record(AuditAction.SYNC, request=request, details=_dispatched(result))
+        self._report(request, result, "Sync")
         return HttpResponseRedirect(reverse("admin:registrations_appregistration_changelist"))
 
     def _report(self, request, result, what):
@@ -554,4 +576,7 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
             **self.privacy_context(request, obj),
             "can_refresh": self.has_refresh_permission(request),
         }
-        return super().change_view(request, object_id, form_url, extra_context)
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if response.status_code == 200:  # shown: the permission check passed (it raises otherwise)
+            audit.record(AuditAction.VIEW, registration=obj, request=request)
+        return response

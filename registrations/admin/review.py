@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from .. import privacy, queue, review, timeline
-from ..models import COMMENT_MAX_LENGTH, REASON_REQUIRED, ReviewOutcome
+from ..models import COMMENT_MAX_LENGTH, REASON_REQUIRED, AuditAction, ReviewOutcome
 from . import rendering
 
 TIMELINE_ON_PAGE = 12
@@ -84,7 +84,7 @@ class ReviewDeskMixin:
         outcome, reason = request.POST.get("outcome", ""), request.POST.get("reason", "")
         seen = review.parse_version(request.POST.get("version", ""))
         try:
-            result = review.decide(obj, request.user, outcome, reason, seen_version=seen)
+            result = review.decide(obj, request.user, outcome, reason, seen_version=seen, request=request)
         except review.ReviewError as error:
             return self._refused(request, obj, error, {"outcome": outcome, "reason": reason})
         review.check_versions()
@@ -110,7 +110,7 @@ class ReviewDeskMixin:
         value = request.POST.get("assignee", "").strip()
         try:
             assignee = self._assignee(request, value)
-            changed = review.assign(obj, request.user, assignee)
+            changed = review.assign(obj, request.user, assignee, request=request)
         except review.ReviewError as error:
             return self._refused(request, obj, error, {})
         if not changed:
@@ -139,7 +139,7 @@ class ReviewDeskMixin:
             return refused
         text = request.POST.get("text", "")
         try:
-            review.comment(obj, request.user, text)
+            review.comment(obj, request.user, text, request=request)
         except review.ReviewError as error:
             return self._refused(request, obj, error, {"text": text})
         self.message_user(request, "Comment added.", messages.SUCCESS)
@@ -155,7 +155,7 @@ class ReviewDeskMixin:
         decision = state.decision if state is not None else None
         waiting_since = getattr(obj, "waiting_since", None)
         can_decide = self.has_decide_permission(request)
-        events = timeline.events(obj, limit=TIMELINE_ON_PAGE + 1)
+        events = timeline.events(obj, limit=TIMELINE_ON_PAGE + 1, audit=timeline.can_see_audit(request.user))
         lens = getattr(obj, "pii_lens", privacy.MASKED)
         return {
             "review_state": state,
@@ -195,7 +195,9 @@ class ReviewDeskMixin:
             "subtitle": None,
             "object": obj,
             "opts": self.opts,
-            "timeline": [describe(event, lens, obj) for event in timeline.events(obj)],
+            "timeline": [
+                describe(event, lens, obj) for event in timeline.events(obj, audit=timeline.can_see_audit(request.user))
+            ],
             "timeline_limit": timeline.LIMIT,
             **(extra_context or {}),
         }
@@ -265,7 +267,7 @@ def risk_summary(obj, lens=privacy.MASKED):
 
 
 # The one free-text column of each kind of timeline event: people and Verifik write anything there.
-FREE_TEXT = {"decision": "b", "comment": "a", "refresh": "c"}
+FREE_TEXT = {"decision": "b", "comment": "a", "refresh": "c", "audit": "b"}
 
 
 def describe(event, lens=privacy.MASKED, registration=None):
@@ -296,6 +298,13 @@ def describe(event, lens=privacy.MASKED, registration=None):
         return event.at, who, (format_html("Assigned to {}", event.a) if event.a else "Unassigned"), "assignment"
     if kind == "comment":
         return event.at, who, format_html('<span class="vf-comment">{}</span>', event.a), "comment"
+    if kind == "audit":
+        label = AuditAction(event.a).label if event.a in AuditAction.values else event.a
+        url = reverse("admin:registrations_auditevent_change", args=[event.ref])
+        what = format_html('Audit: <a href="{}" class="vf-audit" data-action="{}">{}</a>', url, event.a, label)
+        if event.b:
+            what = format_html("{} — {}", what, event.b)
+        return event.at, who or "system", what, "audit"
     url = reverse("admin:registrations_syncrun_change", args=[event.ref])
     what = format_html('Refresh from Verifik: {} (<a href="{}">run #{}</a>)', event.a, url, event.ref)
     if event.c:

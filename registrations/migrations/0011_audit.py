@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
                         max_length=16,
                     ),
                 ),
-                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="time")),
                 ("ip", models.GenericIPAddressField(blank=True, null=True, verbose_name="IP address")),
                 (
                     "details",

@@ -11,7 +11,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
-from .mirror import AppRegistration
+from .mirror import AppRegistration, RangeDatesQuerySet
 
 APPEND_ONLY = "Audit events are append-only: they cannot be changed or deleted."
 # A session that sets this Postgres setting to "on" may TRUNCATE the table (Django's flush between
@@ -37,8 +37,11 @@ class AppendOnly(Exception):
     """An attempt to change or delete an audit event."""
 
 
-class AuditEventQuerySet(models.QuerySet):
-    """Bulk changes are refused like single ones (the admin's delete action, a stray `.update()`)."""
+class AuditEventQuerySet(RangeDatesQuerySet):
+    """Bulk changes are refused like single ones (the admin's delete action, a stray `.update()`).
+
+    Range dates (see RangeDatesQuerySet) keep the admin's date drill-down on MIN/MAX of an index.
+    """
 
     def update(self, **kwargs):
         raise AppendOnly(APPEND_ONLY)
@@ -72,7 +75,7 @@ class AuditEvent(models.Model):
         on_delete=models.PROTECT,
         related_name="audit_events",
     )
-    at = models.DateTimeField(default=timezone.now)
+    at = models.DateTimeField("time", default=timezone.now)
     ip = models.GenericIPAddressField("IP address", null=True, blank=True)
     details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
 

@@ -29,7 +29,7 @@ class RegistrationStatus(models.TextChoices):
 ACTIVE_STATUSES = tuple(RegistrationStatus(status) for status in mapping.ACTIVE_STATUSES)
 
 
-class AppRegistrationQuerySet(models.QuerySet):
+class RangeDatesQuerySet(models.QuerySet):
     """`with_range_dates()` makes `datetimes()` list every period between the first and last row.
 
     The admin's date drill-down asks for the distinct years, months or days of
@@ -177,7 +177,7 @@ class AppRegistration(models.Model):
         "cleared when Verifik sends it again.",
     )
 
-    objects = AppRegistrationQuerySet.as_manager()
+    objects = RangeDatesQuerySet.as_manager()
 
     class Meta:
         verbose_name = "registration"

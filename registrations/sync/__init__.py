@@ -5,9 +5,11 @@ listing  the walk, completeness, the status filter, removed-upstream marking; ru
 refresh  single registrations and the trailing debounce of requests for them
 details  the detail backlog: queued once, paced, backing off
 runs     SyncRun bookkeeping, the single-flight lock, deadlines, pruning
+erase    erasing personal data: the retention purge and data-subject requests (audited)
 """
 
 from .details import claim_backlog, fetch_details_for
+from .erase import erase, purge_removed
 from .listing import run_sync
 from .refresh import claim as claim_refresh
 from .refresh import fetch_and_store, refresh
@@ -22,10 +24,12 @@ __all__ = [
     "build_client",
     "claim_backlog",
     "claim_refresh",
+    "erase",
     "fetch_and_store",
     "fetch_details_for",
     "mark_removed",
     "prune_history",
+    "purge_removed",
     "refresh",
     "release_refresh",
     "run_sync",

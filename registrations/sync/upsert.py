@@ -25,7 +25,7 @@ _INSERT_ONLY = ("verifik_id", "first_synced_at")
 _KEEP = {"listing": ("details_queued_at",), "detail": ("listing_hash",)}
 _DETAIL_STATE = ["details_pending", "details_queued_at", "details_failures", "details_retry_at", "details_error"]
 _COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "detail_hash", *_DETAIL_STATE]
-_COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at"]
+_COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at", "erased_at"]
 _JSON_COLUMNS = frozenset(c for c in _COLUMNS if AppRegistration._meta.get_field(c).get_internal_type() == "JSONField")
 _STAGE = "registrations_upsert_stage"
 # SQLSTATE classes that blame the data, not the database: data exception, integrity, program limit.
@@ -156,6 +156,7 @@ def _row(mapped, *, now, listing_hash="", detail_hash="", details_pending=True):
         "first_synced_at": now,
         "last_synced_at": now,
         "removed_upstream_at": None,
+        "erased_at": None,  # stored whole again: Verifik still has it (sync/erase.py)
     }
 
 
