@@ -205,12 +205,15 @@ def privacy_at_scale(count, reps, export_rows):
                     samples[username].append(time.perf_counter() - start)
                     assert response.status_code == 200, (url, response.status_code)
             reviewer, analyst = (statistics.median(samples[u]) for u in ("bench-reviewer", "bench-analyst"))
+            paired = [a / r for a, r in zip(samples["bench-analyst"], samples["bench-reviewer"], strict=True)]
             rows.append(
                 {
                     "view": name,
                     "reviewer_ms": reviewer * 1000,
                     "analyst_ms": analyst * 1000,
                     "ratio": analyst / reviewer,
+                    "paired_ratio": statistics.median(paired),
+                    "samples": reps,
                     "reviewer_queries": queries["bench-reviewer"],
                     "analyst_queries": queries["bench-analyst"],
                 }
