@@ -39,6 +39,10 @@ PERSONAL_KEYS = {
     "cedula": DOCUMENT,
 }
 
+# Deeper than this, a payload's branch is replaced by TOO_DEEP when masked: hostile nesting costs
+# a marker, not a RecursionError (and nothing below it is shown unmasked).
+MAX_DEPTH = 64
+TOO_DEEP = "[too deep to show masked]"
 EMAIL_PATTERN = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+\.[A-Za-z]{2,}")
 WORD = re.compile(r"\S+")
 
@@ -95,31 +99,35 @@ def personal_kind(key):
     return PERSONAL_KEYS.get(re.sub(r"[_\-\s]", "", str(key)).lower())
 
 
-def _mask_all(value, mask):
+def _mask_all(value, mask, depth=0):
     """Every scalar under a personal key: {"name": {"first": "Ana"}} is as personal as {"name": "Ana"}."""
+    if depth > MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
-        return {k: _mask_all(v, mask) for k, v in value.items()}
+        return {k: _mask_all(v, mask, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask_all(v, mask) for v in value]
+        return [_mask_all(v, mask, depth + 1) for v in value]
     if value is None or isinstance(value, bool):
         return value
     return mask(value)
 
 
-def mask_payload(value, known=()):
+def mask_payload(value, known=(), depth=0):
     """A JSON value with the values of personal keys masked, recursively; a new object, the input untouched.
 
     Other strings go through mask_text with `known`, so a note or a reason that repeats the
     person's email or phone is masked too.
     """
+    if depth > MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
         masked = {}
         for key, item in value.items():
             kind = personal_kind(key)
-            masked[key] = _mask_all(item, MASKS[kind]) if kind else mask_payload(item, known)
+            masked[key] = _mask_all(item, MASKS[kind], depth + 1) if kind else mask_payload(item, known, depth + 1)
         return masked
     if isinstance(value, list):
-        return [mask_payload(item, known) for item in value]
+        return [mask_payload(item, known, depth + 1) for item in value]
     if isinstance(value, str):
         return mask_text(value, known)
     return value

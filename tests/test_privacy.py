@@ -82,6 +82,23 @@ def test_payloads_are_masked_by_key_name_at_any_depth_and_left_untouched():
     assert masked["notes"] == "Called A*** G*** on ******4567, wrote to a***@e***.co and x***@z***.org"
 
 
+def test_hostile_payloads_cost_a_marker():
+    deep = {"email": "a@b.co"}
+    for _ in range(5000):
+        deep = {"x": [deep]}
+    masked = privacy.mask_payload(deep)
+    assert "a@b.co" not in repr(masked) and privacy.TOO_DEEP in repr(masked)
+    deep_name = "Ana"
+    for _ in range(5000):
+        deep_name = [deep_name]
+    assert privacy.TOO_DEEP in repr(privacy.mask_payload({"name": deep_name}))
+    assert privacy.mask_payload({"name": 42, "phone": 3001234567, "email": True}) == {
+        "name": "4***",
+        "phone": "******4567",
+        "email": True,
+    }
+
+
 def test_the_reveal_window_decides_who_sees_unmasked():
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert privacy.can_see_pii(True, None, now, 15)
