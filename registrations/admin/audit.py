@@ -33,6 +33,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     actions = None
+    empty_value_display = "—"  # as the rest of the registrations pages
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice would count millions of events
     fields = ["at", "action", "actor_name", "registration_link", "ip", "details_pretty"]
     readonly_fields = fields
