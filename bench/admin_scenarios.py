@@ -160,6 +160,103 @@ def review_desk_at_scale(count, decisions, reps):
     }
 
 
+def privacy_at_scale(count, reps, export_rows):
+    """Scenario 9: masking's cost (an analyst's pages against a reviewer's) and an export's peak memory.
+
+    Both users see the same rows; the analyst's are masked and need one more query (their
+    open reveals). The export runs in a fresh process (bench/export_memory.py) over the HTTP
+    view, for a filter matching about `export_rows` rows and one matching a tenth of that:
+    flat memory means both peaks are about the same.
+    """
+    generate_seconds = None
+    if AppRegistration.objects.count() != count:
+        with connection.cursor() as cursor:  # the audit trail refuses TRUNCATE unless a session says so
+            cursor.execute("SET verifik.allow_audit_truncate = on")
+        generate_seconds = generate(count)
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM ANALYZE {TABLE}")
+    from django.contrib.auth.models import Group
+
+    users = {}
+    for username, group in (("bench-reviewer", "Registration reviewers"), ("bench-analyst", "Registration analysts")):
+        user = User.objects.filter(username=username).first() or User.objects.create_user(
+            username, password="bench", is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=group))
+        users[username] = user
+    sample = AppRegistration.objects.order_by("-created_at", "-id").first()
+    ours = "/admin/registrations/appregistration/"
+    pages = [
+        ("default list", ours),
+        ("search email fragment", ours + "?q=person12345@"),
+        ("detail", f"{ours}{sample.pk}/change/"),
+    ]
+    clients = {}
+    for username, user in users.items():
+        clients[username] = Client()
+        clients[username].force_login(user)
+    rows = []
+    with override_settings(ROOT_URLCONF="bench.urls", DEBUG=False):
+        for name, url in pages:
+            samples = {username: [] for username in clients}
+            queries = {}
+            for username, client in clients.items():
+                queries[username] = len(measure(client, url, 1)[1])
+            for rep in range(reps):
+                # Interleaved, the order alternating, so both users' requests meet the same load.
+                for username, client in list(clients.items())[:: 1 if rep % 2 == 0 else -1]:
+                    start = time.perf_counter()
+                    response = client.get(url)
+                    samples[username].append(time.perf_counter() - start)
+                    assert response.status_code == 200, (url, response.status_code)
+            reviewer, analyst = (statistics.median(samples[u]) for u in ("bench-reviewer", "bench-analyst"))
+            paired = [a / r for a, r in zip(samples["bench-analyst"], samples["bench-reviewer"], strict=True)]
+            rows.append(
+                {
+                    "view": name,
+                    "reviewer_ms": reviewer * 1000,
+                    "analyst_ms": analyst * 1000,
+                    "ratio": analyst / reviewer,
+                    "paired_ratio": statistics.median(paired),
+                    "samples": reps,
+                    "reviewer_queries": queries["bench-reviewer"],
+                    "analyst_queries": queries["bench-analyst"],
+                }
+            )
+    exports = [export_memory(query, n) for query, n in export_filters(export_rows)]
+    return {"count": count, "generate_seconds": generate_seconds, "views": rows, "exports": exports}
+
+
+def export_filters(target):
+    """Query strings of the list whose matches come closest to `target` rows and to a tenth of it."""
+    from django.db.models import Count
+
+    combos = list(AppRegistration.objects.values("status", "language").annotate(n=Count("id")))
+    singles = list(AppRegistration.objects.values("status").annotate(n=Count("id")))
+    candidates = [(f"?status={c['status']}&language={c['language']}", c["n"]) for c in combos]
+    candidates += [(f"?status={c['status']}", c["n"]) for c in singles]
+    candidates.append(("", AppRegistration.objects.count()))
+    return [min(candidates, key=lambda c: abs(c[1] - goal)) for goal in (target // 10, target)]
+
+
+def export_memory(query, rows):
+    """One export in a fresh process: its peak RSS, its RSS before the export, rows, bytes and seconds."""
+    import json
+    import subprocess
+    import sys
+
+    from .harness import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.export_memory", query],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {"query": query, "expected_rows": rows, **json.loads(out.strip().splitlines()[-1])}
+
+
 def audit_views(registration):
     ours = "/admin/registrations/auditevent/"
     latest = AuditEvent.objects.order_by("-at").values_list("at", flat=True).first()

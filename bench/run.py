@@ -24,6 +24,7 @@ SIZES = {
         "admin": 20_000,
         "admin_reps": 3,
         "decisions": 2_000,
+        "export_rows": 10_000,
         "audit_events": 20_000,
         "budget_seconds": 10,
     },
@@ -36,10 +37,14 @@ SIZES = {
         "admin": 1_000_000,
         "admin_reps": 7,
         "decisions": 100_000,
+        "export_rows": 100_000,
         "audit_events": 1_000_000,
         "budget_seconds": 30,
     },
 }
+
+# Every scenario `make bench` runs, in order; `--only` picks some.
+SCENARIOS = ["sync", "memory", "details", "admin", "audit", "budget", "privacy"]
 
 
 def ensure_database():
@@ -71,9 +76,7 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument(
-        "--only", nargs="*", choices=["sync", "memory", "details", "admin", "audit", "budget"], help="run only these"
-    )
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these")
     parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
@@ -84,7 +87,7 @@ def main():
     call_command("migrate", verbosity=0)
     from . import admin_scenarios, budget, sync_scenarios
 
-    only = set(args.only or ["sync", "memory", "details", "admin", "audit", "budget"])
+    only = set(args.only or SCENARIOS)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -137,6 +140,12 @@ def main():
     if "budget" in only:
         results["budget"] = budget.budget_trace(seconds=size["budget_seconds"])
         report_budget(results["budget"])
+        save()
+    if "privacy" in only:
+        results["privacy"] = admin_scenarios.privacy_at_scale(
+            size["admin"], 4 * size["admin_reps"], size["export_rows"]
+        )
+        report_privacy(results["privacy"])
         save()
     save()
     print(f"\nwritten to {output}")
@@ -266,6 +275,43 @@ def report_audit(a):
         f"{a['detail_ms_without_audit']:.1f} ms without ({a['audit_adds_ms']:+.1f} ms; median of paired "
         f"differences {a['audit_adds_ms_paired']:+.1f} ms; target <= 5; {a['samples']} interleaved samples each); "
         f"the INSERT alone {a['insert_ms_median']:.2f} ms"
+    )
+
+
+def report_privacy(p):
+    print_table(
+        f"9. Masking at {p['count']} registrations: an analyst's pages against a reviewer's (median server time)",
+        ["view", "reviewer ms", "analyst ms", "analyst / reviewer", "paired", "queries (reviewer, analyst)"],
+        [
+            [
+                v["view"],
+                f"{v['reviewer_ms']:.0f}",
+                f"{v['analyst_ms']:.0f}",
+                f"{v['ratio']:.2f}",
+                f"{v['paired_ratio']:.2f}",
+                f"{v['reviewer_queries']}, {v['analyst_queries']}",
+            ]
+            for v in p["views"]
+        ],
+    )
+    print(
+        "   target: analyst's default list page within 10% of the reviewer's (ratio <= 1.10); "
+        "paired: median of each adjacent pair's ratio"
+    )
+    print_table(
+        "   CSV export, one fresh process each (peak RSS; flat memory: about the same peak for 10x the rows)",
+        ["filter", "rows", "MB of CSV", "seconds", "RSS before (MB)", "peak RSS (MB)"],
+        [
+            [
+                e["query"] or "(none)",
+                e["rows"],
+                e["megabytes"],
+                e["seconds"],
+                f"{e['rss_before_kb'] / 1024:.0f}",
+                f"{e['peak_rss_kb'] / 1024:.0f}",
+            ]
+            for e in p["exports"]
+        ],
     )
 
 

@@ -68,6 +68,8 @@ def test_migrations_create_the_reviewer_and_operator_groups():
         "view_syncrun",
         "view_webhookdelivery",
         "decide_appregistration",
+        "view_pii",
+        "export_appregistration",
     }
     assert perms["Registration operators"] == {
         "view_appregistration",
@@ -75,6 +77,8 @@ def test_migrations_create_the_reviewer_and_operator_groups():
         "view_webhookdelivery",
         "refresh_appregistration",
     }
+    assert perms["Registration analysts"] == {"view_appregistration", "view_syncrun", "export_appregistration"}
+    assert Permission.objects.get(codename="view_pii").name == "Can see personal data unmasked"
     assert Permission.objects.get(codename="refresh_appregistration").name == "Can refresh from Verifik"
     assert Permission.objects.get(codename="decide_appregistration").name == (
         "Can record review decisions, assign and comment"
@@ -199,9 +203,10 @@ def test_the_list_is_newest_created_first_by_default(reviewer, account):
 @pytest.mark.parametrize(
     "column, key",
     [
-        (8, lambda r: r.updated_at),
-        (1, lambda r: r.red_flags),  # "Why it's here" sorts by red flags
-        (9, lambda r: r.last_synced_at),
+        # Column 0 is the action checkbox: reviewers have an action (Export to CSV).
+        (9, lambda r: r.updated_at),
+        (2, lambda r: r.red_flags),  # "Why it's here" sorts by red flags
+        (10, lambda r: r.last_synced_at),
     ],
 )
 def test_sorting_by_updated_red_flags_and_last_synced(reviewer, account, column, key):

@@ -33,6 +33,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
             "sync",
             "admin",
             "audit",
+            "privacy",
             "--output",
             str(tmp_path / "out.json"),
         ],
@@ -67,3 +68,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     assert {v["view"] for v in audit["views"]} >= {"audit list", "actor", "search a registration"}
     assert all(v["queries"] <= 12 for v in audit["views"])
     assert "8. Audit trail at" in result.stdout
+    privacy = report["privacy"]
+    pages = {v["view"]: v for v in privacy["views"]}
+    assert set(pages) == {"default list", "search email fragment", "detail"}
+    assert pages["default list"]["analyst_queries"] == pages["default list"]["reviewer_queries"] + 1
+    assert len(privacy["exports"]) == 2 and all(e["rows"] > 0 and e["peak_rss_kb"] > 0 for e in privacy["exports"])
+    assert "9. Masking at" in result.stdout

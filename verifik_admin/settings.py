@@ -265,6 +265,10 @@ VERIFIK_RAW_MAX_PART_BYTES = env.int("VERIFIK_RAW_MAX_PART_BYTES", default=64 * 
 # Webhooks: POST /webhooks/verifik/<secret>/ (the route answers 404 while this is empty).
 VERIFIK_WEBHOOK_SECRET = env("VERIFIK_WEBHOOK_SECRET", default="")
 VERIFIK_WEBHOOK_MAX_BYTES = env.int("VERIFIK_WEBHOOK_MAX_BYTES", default=256 * 1024)
+# Personal data: how long a reveal (with a reason, audited) shows one registration unmasked to a user without view_pii.
+VERIFIK_REVEAL_MINUTES = env.int("VERIFIK_REVEAL_MINUTES", default=15)
+if VERIFIK_REVEAL_MINUTES < 0:
+    raise ImproperlyConfigured(f"VERIFIK_REVEAL_MINUTES must be 0 or more (got {VERIFIK_REVEAL_MINUTES}).")
 # Review desk: what sends a registration to the queue, four eyes on risky approvals, how long one may wait.
 VERIFIK_REVIEW_RED_FLAGS = env.int("VERIFIK_REVIEW_RED_FLAGS", default=3)
 VERIFIK_REVIEW_FOUR_EYES = env.bool("VERIFIK_REVIEW_FOUR_EYES", default=True)

@@ -12,6 +12,7 @@ from django.core.paginator import InvalidPage, Paginator
 
 from .. import queue
 from .filters import DecisionFilter, QueueFilter
+from .per_request import pii_lens
 
 # The list shows counts only; these columns can be large.
 LIST_DEFERRED = [
@@ -76,6 +77,11 @@ class ReviewChangeList(ChangeList):
             self._get_results(request)
         finally:
             self.queryset = lean
+        # Each row carries how this user may see its personal data (see registrations.privacy).
+        rows = list(self.result_list)
+        for row in rows:
+            row.pii_lens = pii_lens(request, row.pk)
+        self.result_list = rows
 
     def _get_results(self, request):
         view, decision = self.queue_views()

@@ -1,6 +1,8 @@
 """Figures read by several parts of one admin page, computed once per request."""
 
-from .. import selectors
+from django.utils import timezone
+
+from .. import privacy, reveals, selectors
 
 FILTERED_COLUMNS = ("status", "language", "project_id")
 
@@ -26,3 +28,17 @@ def project_names(request):
     return _once(
         request, "_verifik_project_names", lambda: selectors.project_names(present_values(request, "project_id"))
     )
+
+
+def open_reveals(request):
+    """{registration id: latest reveal} of this user's reveals still open now: one query per request."""
+    now = _once(request, "_verifik_pii_now", timezone.now)
+    return _once(request, "_verifik_open_reveals", lambda: reveals.open_reveals(request.user, now=now))
+
+
+def pii_lens(request, registration_id):
+    """How this request's user sees a registration's personal data (no query with view_pii)."""
+    if _once(request, "_verifik_view_pii", lambda: reveals.has_view_pii(request.user)):
+        return privacy.UNMASKED
+    revealed_at = open_reveals(request).get(registration_id)
+    return reveals.lens(False, revealed_at, _once(request, "_verifik_pii_now", timezone.now))

@@ -11,13 +11,15 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .. import audit, dispatch, queue, selectors
+from .. import audit, dispatch, privacy, queue, selectors
 from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
 from ..models import AppRegistration, AuditAction, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
 from .changelist import ReviewChangeList
-from .per_request import sync_health
+from .export import ExportMixin
+from .per_request import pii_lens, sync_health
+from .reveal import RevealMixin
 from .review import OUTCOME_TONES, ReviewDeskMixin
 
 FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
@@ -43,6 +45,11 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
+def pii(obj):
+    """The lens the admin attached to this row for the current user; masked when none was (fail closed)."""
+    return getattr(obj, "pii_lens", privacy.MASKED)
+
+
 def _dispatched(result):
     """What a refresh or sync request came to, for its audit event."""
     return {"queued": result.queued, "joined": result.joined, "run": result.run.pk if result.run else None}
@@ -54,7 +61,7 @@ def run_link(run):
 
 
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
+class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
         "status_badge",
@@ -88,9 +95,9 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
     list_per_page = 50
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-    actions = ["refresh_from_verifik"]
+    actions = ["refresh_from_verifik", "export_csv"]
     fieldsets = [
-        ("Applicant", {"fields": ["name", "email", "phone_number", "language"]}),
+        ("Applicant", {"fields": ["applicant_name", "applicant_email", "phone_number", "language"]}),
         (
             "Progress",
             {
@@ -194,14 +201,16 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             marks.append(rendering.tag("Removed upstream", "muted"))
         if obj.erased_at:
             marks.append(rendering.tag("Personal data erased", "muted"))
-        name = obj.name or rendering.muted("(erased)" if obj.erased_at else "(no name)")
+        lens = pii(obj)
+        name = lens.name(obj.name) or rendering.muted("(erased)" if obj.erased_at else "(no name)")
+        shown_notes = lens.text(obj.notes, obj)
         notes = (
             format_html(
                 '<span class="vf-sub vf-excerpt" title="{}">{}</span>',
-                Truncator(obj.notes).chars(400),
-                Truncator(obj.notes).chars(60),
+                Truncator(shown_notes).chars(400),
+                Truncator(shown_notes).chars(60),
             )
-            if obj.notes
+            if shown_notes
             else ""
         )
         return format_html(
@@ -210,13 +219,15 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Contact")
     def contact(self, obj):
-        number = " ".join(filter(None, [obj.country_code, obj.phone]))
-        if not obj.email and not number:
+        lens = pii(obj)
+        number = lens.phone(obj.phone, obj.country_code) if obj.phone or obj.country_code else ""
+        email = lens.email(obj.email)
+        if not email and not number:
             return rendering.EMPTY
         return format_html(
             '<span class="vf-contact" title="{}">{}</span><span class="vf-sub vf-nowrap">{}</span>',
-            obj.email or "",
-            obj.email or "—",
+            email or "",
+            email or "—",
             number or "—",
         )
 
@@ -281,9 +292,17 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         except AppRegistration.review_state.RelatedObjectDoesNotExist:
             return None
 
+    @admin.display(description="Name")
+    def applicant_name(self, obj):
+        return pii(obj).name(obj.name) or rendering.EMPTY
+
+    @admin.display(description="Email")
+    def applicant_email(self, obj):
+        return pii(obj).email(obj.email) or rendering.EMPTY
+
     @admin.display(description="Phone")
     def phone_number(self, obj):
-        number = " ".join(filter(None, [obj.country_code, obj.phone]))
+        number = pii(obj).phone(obj.phone, obj.country_code) if obj.phone or obj.country_code else ""
         return format_html('<span class="vf-nowrap">{}</span>', number) if number else rendering.EMPTY
 
     @admin.display(description="Status", ordering="status")
@@ -307,7 +326,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Notes")
     def notes_excerpt(self, obj):
-        return rendering.excerpt(obj.notes)
+        return rendering.excerpt(pii(obj).text(obj.notes, obj))
 
     @admin.display(description="Last synced", ordering="last_synced_at")
     def last_confirmed(self, obj):
@@ -371,10 +390,12 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Red flag details")
     def red_flags_table(self, obj):
-        return rendering.value_table(obj.red_flags_details) if obj.red_flags_details is not None else rendering.EMPTY
+        if obj.red_flags_details is None:
+            return rendering.EMPTY
+        return rendering.value_table(pii(obj).payload(obj.red_flags_details, obj))
 
     def _failed_table(self, obj, kind):
-        return rendering.failed_items_table(getattr(obj, f"failed_{kind}_validations"))
+        return rendering.failed_items_table(pii(obj).payload(getattr(obj, f"failed_{kind}_validations"), obj))
 
     @admin.display(description="Email")
     def failed_email_table(self, obj):
@@ -395,9 +416,10 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
     @admin.display(description="References")
     def linked_records(self, obj):
         rows = []
+        shown = pii(obj).payload(obj.populated or {}, obj)
         for api_key, field in REFERENCES.items():
             ref_id = getattr(obj, field)
-            populated = (obj.populated or {}).get(api_key)
+            populated = shown.get(api_key) if isinstance(shown, dict) else None
             if ref_id is None and populated is None:
                 continue
             body = rendering.value_table(populated) if populated else rendering.muted("not populated")
@@ -412,7 +434,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Notes")
     def notes_text(self, obj):
-        return rendering.multiline(obj.notes)
+        return rendering.multiline(pii(obj).text(obj.notes, obj))
 
     @admin.display(description="Recent refreshes")
     def recent_runs(self, obj):
@@ -437,7 +459,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
 
     @admin.display(description="Payload")
     def raw_payload(self, obj):
-        return rendering.pretty_json({"raw": obj.raw, "populated": obj.populated})
+        return rendering.pretty_json(pii(obj).payload({"raw": obj.raw, "populated": obj.populated}, obj))
 
     def get_readonly_fields(self, request, obj=None):
         return [field for _, options in self.fieldsets for field in options["fields"]]
@@ -464,6 +486,8 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         info = self.opts.app_label, self.opts.model_name
         return [
             *self.review_urls(),
+            *self.reveal_urls(),
+            *self.export_urls(),
             path("sync/", self.admin_site.admin_view(self.sync_view), name="{}_{}_sync".format(*info)),
             path(
                 "<path:object_id>/refresh/",
@@ -531,8 +555,16 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
             **(extra_context or {}),
             "sync_health": sync_health(request),
             "can_refresh": self.has_refresh_permission(request),
+            "can_export": self.has_export_permission(request),
         }
         return super().changelist_view(request, extra_context)
+
+    def get_object(self, request, object_id, from_field=None):
+        """Every registration a view reads carries how this user may see its personal data."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj.pii_lens = pii_lens(request, obj.pk)
+        return obj
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, unquote(object_id))
@@ -541,6 +573,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
         queue.attach_review(obj)
         extra_context = {
             **self.review_context(request, obj, extra_context),
+            **self.privacy_context(request, obj),
             "can_refresh": self.has_refresh_permission(request),
         }
         response = super().change_view(request, object_id, form_url, extra_context)

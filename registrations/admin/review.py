@@ -6,6 +6,7 @@ shows why on the page.
 """
 
 import re
+from dataclasses import replace
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
@@ -16,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .. import queue, review, timeline
+from .. import privacy, queue, review, timeline
 from ..models import COMMENT_MAX_LENGTH, REASON_REQUIRED, AuditAction, ReviewOutcome
 from . import rendering
 
@@ -155,6 +156,7 @@ class ReviewDeskMixin:
         waiting_since = getattr(obj, "waiting_since", None)
         can_decide = self.has_decide_permission(request)
         events = timeline.events(obj, limit=TIMELINE_ON_PAGE + 1, audit=timeline.can_see_audit(request.user))
+        lens = getattr(obj, "pii_lens", privacy.MASKED)
         return {
             "review_state": state,
             "decision": decision,
@@ -170,8 +172,9 @@ class ReviewDeskMixin:
             "decision_buttons": DECISION_BUTTONS,
             "reason_required": [outcome.value for outcome in REASON_REQUIRED],
             "comment_max_length": COMMENT_MAX_LENGTH,
-            "risk": risk_summary(obj),
-            "timeline": [describe(event) for event in events[:TIMELINE_ON_PAGE]],
+            "decision_reason": lens.text(decision.reason, obj) if decision else "",
+            "risk": risk_summary(obj, lens),
+            "timeline": [describe(event, lens, obj) for event in events[:TIMELINE_ON_PAGE]],
             "timeline_more": len(events) > TIMELINE_ON_PAGE,
             "version": obj.updated_at.isoformat() if obj.updated_at else "",
             "review_form": {},
@@ -185,13 +188,16 @@ class ReviewDeskMixin:
             raise Http404("No registration with this id.")
         if not self.has_view_or_change_permission(request, obj):
             raise PermissionDenied
+        lens = getattr(obj, "pii_lens", privacy.MASKED)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Timeline: {obj}",
+            "title": f"Timeline: {lens.name(obj.name) or obj.verifik_id}",
             "subtitle": None,
             "object": obj,
             "opts": self.opts,
-            "timeline": [describe(event) for event in timeline.events(obj, audit=timeline.can_see_audit(request.user))],
+            "timeline": [
+                describe(event, lens, obj) for event in timeline.events(obj, audit=timeline.can_see_audit(request.user))
+            ],
             "timeline_limit": timeline.LIMIT,
             **(extra_context or {}),
         }
@@ -224,11 +230,12 @@ def _verdict(passed):
     return "pass" if passed else "fail"
 
 
-def risk_summary(obj):
-    """Rows of (what, value, pass/fail/None) from the red flags and the populated validations."""
-    populated = obj.populated or {}
+def risk_summary(obj, lens=privacy.MASKED):
+    """Rows of (what, value, pass/fail/None) from the red flags and the populated validations, as `lens` shows them."""
+    populated = lens.payload(obj.populated or {}, obj)
+    red_flags_details = lens.payload(obj.red_flags_details, obj)
     rows = []
-    for key, value in (obj.red_flags_details or {}).items() if isinstance(obj.red_flags_details, dict) else []:
+    for key, value in (red_flags_details or {}).items() if isinstance(red_flags_details, dict) else []:
         rows.append((_words(key), _plain(value), None if not isinstance(value, bool) else _verdict(not value)))
     biometric = populated.get("biometricValidation") or {}
     if isinstance(biometric, dict) and biometric.get("livenessScore") is not None:
@@ -259,9 +266,16 @@ def risk_summary(obj):
 # --- timeline entries in words ---------------------------------------------------------------
 
 
-def describe(event):
-    """(when, who, what as HTML, tone) for one timeline event."""
+# The one free-text column of each kind of timeline event: people and Verifik write anything there.
+FREE_TEXT = {"decision": "b", "comment": "a", "refresh": "c", "audit": "b"}
+
+
+def describe(event, lens=privacy.MASKED, registration=None):
+    """(when, who, what as HTML, tone) for one timeline event; free text (reasons, comments, errors) through `lens`."""
     kind, who = event.event, event.actor
+    free_text = FREE_TEXT.get(kind)
+    if free_text:
+        event = replace(event, **{free_text: lens.text(getattr(event, free_text), registration)})
     if kind == "status":
         if event.a is None:
             what = format_html("First seen as {}", rendering.status_badge(event.b))

@@ -182,7 +182,12 @@ class AppRegistration(models.Model):
     class Meta:
         verbose_name = "registration"
         ordering = ["-created_at", "-id"]
-        permissions = [("refresh_appregistration", "Can refresh from Verifik")]
+        # view_pii and export are granted to groups by migration 0012 (issue #12).
+        permissions = [
+            ("refresh_appregistration", "Can refresh from Verifik"),
+            ("view_pii", "Can see personal data unmasked"),
+            ("export_appregistration", "Can export registrations to CSV"),
+        ]
         indexes = [
             # Sorted columns end in the default ordering (-created_at, -id), as the admin's ORDER BY does.
             models.Index(fields=["-created_at", "-id"], name="reg_created_idx"),
@@ -216,7 +221,8 @@ class AppRegistration(models.Model):
         ]
 
     def __str__(self):
-        return self.name or self.email or self.verifik_id
+        """The Verifik id, never personal data: the admin shows this in titles, breadcrumbs, logs and popups."""
+        return self.verifik_id
 
 
 class StatusChange(models.Model):
