@@ -38,6 +38,9 @@ SIZES = {
 }
 
 
+SCENARIOS = ["sync", "memory", "details", "admin", "filters"]
+
+
 def ensure_database():
     import psycopg
 
@@ -67,7 +70,7 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", nargs="*", choices=["sync", "memory", "details", "admin"], help="run only these")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these")
     parser.add_argument("--output", default=str(RESULTS / "latest.json"), help="where the JSON report goes")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
@@ -78,7 +81,7 @@ def main():
     call_command("migrate", verbosity=0)
     from . import admin_scenarios, sync_scenarios
 
-    only = set(args.only or ["sync", "memory", "details", "admin"])
+    only = set(args.only or SCENARIOS)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -123,6 +126,10 @@ def main():
         save()
         results["review"] = admin_scenarios.review_desk_at_scale(size["admin"], size["decisions"], size["admin_reps"])
         report_review(results["review"])
+        save()
+    if "filters" in only:
+        results["filters"] = admin_scenarios.filters_at_scale(size["admin"], size["admin_reps"])
+        report_filters(results["filters"])
         save()
     save()
     print(f"\nwritten to {output}")
@@ -224,6 +231,27 @@ def report_review(r):
             f"\n   EXPLAIN, slowest query of '{v['view']}':\n"
             + "\n".join("     " + line for line in v["plan"].splitlines())
         )
+
+
+def report_filters(f):
+    views = f["views"]
+    print_table(
+        f"8. Every filter and filter pair, and deep pages, at {f['count']} registrations (median server time)",
+        ["view", "ms", "queries", "shown", "rows", "slowest query ms", "target"],
+        [
+            [
+                v["view"],
+                f"{v['ms']:.0f}",
+                v["queries"],
+                v["shown"] + (" (refused)" if v["refused"] else ""),
+                v["rows"],
+                f"{v['slowest_ms']:.0f}",
+                "met" if v["met"] else f"MISSED (<= {f['target_ms']})",
+            ]
+            for v in views
+        ],
+    )
+    print(f"   {sum(v['met'] for v in views)} of {len(views)} within {f['target_ms']} ms")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ way into the queue is its own index-ordered query ("leg"), cut at the page's end
 and one `UNION ALL` merges them (docs/DESIGN.md, "Review desk").
 """
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -63,7 +62,6 @@ VERSIONS_CHECKPOINT = "versions"
 # Registrations written within this long before a version check are compared live again: a sync
 # transaction that stamped its rows just before the check may commit just after it.
 CHECK_MARGIN = timedelta(minutes=10)
-ESTIMATE_ABOVE = 10_000
 
 
 def red_flags_threshold():
@@ -279,32 +277,19 @@ def ordered_page(legs_, offset, limit):
     return [row["rid"] for row in merged[offset : offset + limit]]
 
 
-@dataclass(frozen=True)
-class Size:
-    count: int
-    estimated: bool
+def size(base, view=None, decision=None, user=None, now=None, reached=None, cap=selectors.COUNT_CAP):
+    """How many registrations a queue view lists, counted up to `cap` (a `selectors.Count`).
 
-
-def size(base, view=None, decision=None, user=None, now=None, reached=None):
-    """How many registrations a queue view lists: exact when small, else the planner's estimate.
-
-    The estimate comes from the ordinary (joined) form of the filter, which Postgres
-    estimates well; an exact count walks the legs, which is cheap when they are small.
+    A view with legs is counted over them (each an index-ordered query, so the count stops
+    after `cap` + 1 rows whatever the planner expects); the others over the ordinary filter.
     """
-    plain = with_review(base)
-    if view is not None:
-        plain = plain.filter(queue_q(view, user=user, now=now))
-    if decision is not None:
-        plain = plain.filter(decision_q(decision))
     chosen = legs(base, view, decision, user=user, now=now, reached=reached)
-    # decision=changed_since alone: its legs are small by construction; awaiting_second is small
-    # (approvals at the red-flag threshold waiting for a second reviewer): counted without an estimate.
-    only_bounded = view is None or view == "awaiting_second"
-    if not only_bounded:
-        estimate = selectors.estimated_rows(plain)
-        if estimate is not None and estimate > ESTIMATE_ABOVE:
-            return Size(estimate, True)
     if chosen is None:
-        return Size(plain.count(), False)
+        plain = with_review(base)
+        if view is not None:
+            plain = plain.filter(queue_q(view, user=user, now=now))
+        if decision is not None:
+            plain = plain.filter(decision_q(decision))
+        return selectors.capped_count(plain, cap)
     union = chosen[0].order_by().union(*(leg.order_by() for leg in chosen[1:]), all=True)
-    return Size(union.count(), False)
+    return selectors.capped_count(union, cap)

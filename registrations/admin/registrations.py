@@ -1,13 +1,11 @@
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import DateTimeField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -16,31 +14,12 @@ from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
 from ..models import AppRegistration, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
-from .changelist import ReviewChangeList
+from .changelist import CappedCountPaginator, PlainActionCheckbox, ReviewChangeList
 from .per_request import sync_health
 from .review import OUTCOME_TONES, ReviewDeskMixin
 
 FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
-ESTIMATE_ABOVE = 10_000
 SEARCH_IDS_LIMIT = 5_000
-
-
-class EstimatedCountPaginator(Paginator):
-    """Big result sets show Postgres' estimate instead of counting every matching row.
-
-    Unfiltered: the table's own estimate. Filtered: the planner's estimate, and an
-    exact count only when that is small enough to be cheap.
-    """
-
-    @cached_property
-    def count(self):
-        if not self.object_list.query.where:
-            estimate = selectors.estimated_total()
-        else:
-            estimate = selectors.estimated_rows(self.object_list)
-        if estimate is not None and estimate > ESTIMATE_ABOVE:
-            return estimate
-        return super().count
 
 
 def run_link(run):
@@ -49,7 +28,7 @@ def run_link(run):
 
 
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
+class AppRegistrationAdmin(PlainActionCheckbox, ReviewDeskMixin, ReadOnlyAdmin):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
         "status_badge",
@@ -82,7 +61,7 @@ class AppRegistrationAdmin(ReviewDeskMixin, ReadOnlyAdmin):
     ordering = ["-created_at", "-id"]
     list_per_page = 50
     show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    paginator = CappedCountPaginator
     actions = ["refresh_from_verifik"]
     fieldsets = [
         ("Applicant", {"fields": ["name", "email", "phone_number", "language"]}),

@@ -1,6 +1,6 @@
 """Models, one module per concern: the mirror and its history; the sync's own records; the review desk's data."""
 
-from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange
+from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange, failed_q, red_flags_q
 from .review import (
     COMMENT_MAX_LENGTH,
     REASON_REQUIRED,
@@ -36,4 +36,6 @@ __all__ = [
     "StatusChange",
     "SyncRun",
     "WebhookDelivery",
+    "failed_q",
+    "red_flags_q",
 ]

@@ -28,6 +28,21 @@ class RegistrationStatus(models.TextChoices):
 
 ACTIVE_STATUSES = tuple(RegistrationStatus(status) for status in mapping.ACTIVE_STATUSES)
 
+# The list's red-flag and failed-validation filters select these subsets. Each has a partial
+# index on (status, -created_at, -id), so any pair of the status, red-flag and failed filters is
+# one index range in the list's order, and its capped count reads only matching index entries
+# (migration 0014, docs/DESIGN.md "Counts and deep pages").
+RED_FLAG_FLOORS = (1, 3)
+
+
+def red_flags_q(floor):
+    return models.Q(red_flags__gte=floor)
+
+
+def failed_q(kind=None):
+    """Registrations with a failed validation of this kind; of any kind without one."""
+    return models.Q(**{f"failed_{kind}_count__gt": 0}) if kind else models.Q(failed_validations_count__gt=0)
+
 
 class AppRegistrationQuerySet(models.QuerySet):
     """`with_range_dates()` makes `datetimes()` list every period between the first and last row.
@@ -49,6 +64,17 @@ class AppRegistrationQuerySet(models.QuerySet):
         clone = super()._clone()
         clone.range_dates = self.range_dates
         return clone
+
+    def aggregate(self, *args, **kwargs):
+        """The drill-down reads MIN/MAX of its field twice (Django to pick a level, then `datetimes`):
+        with range dates, the same aggregate of the same queryset is answered once."""
+        if not self.range_dates or args:
+            return super().aggregate(*args, **kwargs)
+        key = tuple(sorted((name, repr(expression)) for name, expression in kwargs.items()))
+        answered = self.__dict__.setdefault("_answered_aggregates", {})
+        if key not in answered:
+            answered[key] = super().aggregate(**kwargs)
+        return dict(answered[key])
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
         if not self.range_dates or kind not in ("year", "month", "day"):
@@ -197,9 +223,26 @@ class AppRegistration(models.Model):
                 models.Index(
                     fields=["-created_at", "-id"],
                     name=f"reg_failed_{kind}_idx",
-                    condition=models.Q(**{f"failed_{kind}_count__gt": 0}),
+                    condition=failed_q(kind),
                 )
                 for kind in FAILED_VALIDATION_KINDS
+            ],
+            *[
+                models.Index(
+                    fields=["status", "-created_at", "-id"],
+                    name=f"reg_st_failed_{kind or 'any'}_idx",
+                    condition=failed_q(kind),
+                    include=["red_flags"],  # red flags with failed validations: counted from the index alone
+                )
+                for kind in (None, *FAILED_VALIDATION_KINDS)
+            ],
+            *[
+                models.Index(
+                    fields=["status", "-created_at", "-id"],
+                    name=f"reg_st_red_flags_{floor}_idx",
+                    condition=red_flags_q(floor),
+                )
+                for floor in RED_FLAG_FLOORS
             ],
         ]
 
