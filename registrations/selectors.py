@@ -139,12 +139,13 @@ class Count:
         return self.label
 
 
-def capped_count(queryset, cap=COUNT_CAP):
+def capped_count(queryset, cap=None):
     """Count the rows of `queryset`, but stop at `cap` + 1: exact up to `cap`, "more than `cap`" past it.
 
     Costs at most `cap` + 1 rows read whatever the planner believes about the filter,
     unlike an exact count (all matching rows) or an estimate (as wrong as the statistics).
     """
+    cap = COUNT_CAP if cap is None else cap
     if not queryset.query.combinator:  # a UNION is counted as it is
         queryset = queryset.select_related(None).order_by().values("pk")
     counted = queryset[: cap + 1].count()

@@ -22,11 +22,11 @@ from django.utils.translation import gettext as _
 from .. import queue, selectors
 from .filters import DecisionFilter, QueueFilter
 
-PAGING_NOTE = "Pages cover the first {cap:,}; filter, search or sort to reach the others."
+PAGING_NOTE = "Pages cover the first {depth:,}; filter, search or sort to reach the others."
 DEEP_PAGE_MESSAGE = (
-    "Only the first {cap:,} registrations of a list are paged through. To reach the others, narrow the list "
-    "with the filters, the search or the dates above it, or sort by a column (click its header, and again to "
-    "reverse the order)."
+    "Only the first {depth:,} registrations of this list are paged through. To reach the others, narrow the "
+    "list with the filters or the search, or sort it by a column (click its header; click again to reverse "
+    "the order)."
 )
 
 # The list shows counts only; these columns can be large.
@@ -46,6 +46,7 @@ class MergedQueue:
 
     def __init__(self, legs, size, rows):
         self.legs, self.listed, self.rows = legs, size, rows
+        self.depth = queue.ORDERED_DEPTH  # rows paged in waiting order
 
     def count(self):
         return self.listed.value
@@ -88,7 +89,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self):
-        return min(self.listed.value, selectors.COUNT_CAP)
+        return min(self.listed.value, getattr(self.object_list, "depth", selectors.COUNT_CAP))
 
     def get_elided_page_range(self, number=1, *, on_each_side=3, on_ends=2):
         """A refused deep page still shows the pages there are, ending at the last one listed."""
@@ -107,6 +108,15 @@ class ReviewChangeList(ChangeList):
             date_hierarchy = None
         selectors.without_jit()
         super().__init__(request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw)
+        if not any(self.queue_views()) and self.sortable_by is not None:
+            self.sortable_by = [name for name in self.sortable_by if name != "waiting"]
+
+    def get_ordering_field(self, field_name):
+        """How long a row waited is known in queue and decision views only: elsewhere "Waiting" does not sort
+        (it was a 500, and at a million rows it would sort the whole table on a computed column)."""
+        if field_name == "waiting" and not any(self.queue_views()):
+            return None
+        return super().get_ordering_field(field_name)
 
     def get_queryset(self, request, exclude_parameters=None):
         if any(self.queue_views()):  # a queue view may sort and filter on how long rows waited
@@ -130,15 +140,17 @@ class ReviewChangeList(ChangeList):
         merged = self._merged_queue(request, shown)
         paginator = self.model_admin.get_paginator(request, merged or self.queryset, self.list_per_page)
         listed = paginator.listed
+        paged_through = paginator.count
+        deeper = not listed.exact or paged_through < listed.value  # the list goes on past its pages
         can_show_all = listed.exact and listed.value <= self.list_max_show_all
         multi_page = not listed.exact or listed.value > self.list_per_page
         self.deep_page_refused = False
         if (self.show_all and can_show_all) or not multi_page:
             result_list = shown._clone()
-        elif not listed.exact and self.page_num > paginator.num_pages:
-            # Past the counted rows: refused at once, with the ways that reach them.
+        elif deeper and self.page_num > paginator.num_pages:
+            # Past the rows paged through: refused at once, with the ways that reach them.
             self.deep_page_refused = True
-            messages.warning(request, DEEP_PAGE_MESSAGE.format(cap=selectors.COUNT_CAP))
+            messages.warning(request, DEEP_PAGE_MESSAGE.format(depth=paged_through))
             result_list = shown.none()
         else:
             try:
@@ -147,7 +159,7 @@ class ReviewChangeList(ChangeList):
                 raise IncorrectLookupParameters from None
             result_list = page.object_list if merged else shown[page.start_index() - 1 : page.end_index()]
         self.listed = listed
-        self.paging_note = "" if listed.exact else PAGING_NOTE.format(cap=selectors.COUNT_CAP)
+        self.paging_note = PAGING_NOTE.format(depth=paged_through) if deeper else ""
         self.result_count = listed.value
         self.show_full_result_count = self.model_admin.show_full_result_count
         self.show_admin_actions = True
@@ -168,5 +180,5 @@ class ReviewChangeList(ChangeList):
         legs = queue.legs(base, view, decision, user=request.user, reached=reached)
         if legs is None:
             return None
-        size = queue.size(base, view, decision, user=request.user, reached=reached)
+        size = queue.size(base, view, decision, user=request.user, reached=reached, legs_=legs)
         return MergedQueue(legs, size, shown.order_by())
