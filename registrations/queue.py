@@ -199,7 +199,10 @@ def queue_q(view, user=None, now=None):
     if view == "unassigned":
         return q & Q(review_state__assignee__isnull=True)
     if view == "awaiting_second":
-        return q & awaiting_second_q()
+        # Awaiting a second approval implies a reason (red flags at the threshold) and an open case, so this
+        # is needs_review_q() & awaiting_second_q() without the conditions the dashboard's count could not
+        # read from the red-flag index (an index-only scan joined to ReviewState, not a scan of the table).
+        return reviewable_q() & awaiting_second_q()
     return q
 
 

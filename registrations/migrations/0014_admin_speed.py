@@ -67,6 +67,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 condition=models.Q(("red_flags__gte", 1)),
                 fields=["status", "-created_at", "-id"],
+                include=("deleted", "removed_upstream_at"),
                 name="reg_st_red_flags_1_idx",
             ),
         ),
@@ -75,6 +76,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 condition=models.Q(("red_flags__gte", 3)),
                 fields=["status", "-created_at", "-id"],
+                include=("deleted", "removed_upstream_at"),
                 name="reg_st_red_flags_3_idx",
             ),
         ),

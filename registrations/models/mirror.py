@@ -241,6 +241,8 @@ class AppRegistration(models.Model):
                     fields=["status", "-created_at", "-id"],
                     name=f"reg_st_red_flags_{floor}_idx",
                     condition=red_flags_q(floor),
+                    # Approvals awaiting a second reviewer are counted from here (queue.awaiting_second_q).
+                    include=["deleted", "removed_upstream_at"],
                 )
                 for floor in RED_FLAG_FLOORS
             ],
