@@ -135,6 +135,13 @@ class Count:
             return f"about {self.value:,}"
         return f"{self.value:,}" if self.exact else f"more than {self.value:,}"
 
+    @property
+    def short(self):
+        """For a figure in a tile: "10,000+", "≈ 1,000,000"."""
+        if self.about:
+            return f"≈ {self.value:,}"
+        return f"{self.value:,}" if self.exact else f"{self.value:,}+"
+
     def __str__(self):
         return self.label
 

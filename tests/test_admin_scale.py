@@ -178,3 +178,22 @@ def test_the_row_checkbox_is_the_one_djangos_widget_renders(account):
     obj.name = '<b>"Zoë" & co</b>'
     model_admin = admin.site._registry[AppRegistration]
     assert model_admin.action_checkbox(obj) == ModelAdmin.action_checkbox(model_admin, obj)
+
+
+def test_counts_say_what_they_are():
+    assert (selectors.Count(7).label, selectors.Count(7).short) == ("7", "7")
+    capped = selectors.Count(10_000, exact=False)
+    assert (capped.label, capped.short) == ("more than 10,000", "10,000+")
+    about = selectors.Count(1_000_022, exact=False, about=True)
+    assert (about.label, about.short) == ("about 1,000,022", "≈ 1,000,022")
+
+
+def test_the_dashboard_tiles_show_capped_queue_counts(reviewer, account, monkeypatch):
+    in_queue = AppRegistration.objects.filter(queue.needs_review_q()).count()
+    assert in_queue > 3
+    monkeypatch.setattr(selectors, "COUNT_CAP", 3)
+    html = reviewer.get("/admin/registrations/dashboard/").content.decode()
+    assert '<span class="vf-tile-figure" title="more than 3">3+</span>' in html
+    monkeypatch.setattr(selectors, "COUNT_CAP", 10_000)
+    html = reviewer.get("/admin/registrations/dashboard/").content.decode()
+    assert f'<span class="vf-tile-figure" title="{in_queue}">{in_queue}</span>' in html
