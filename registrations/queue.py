@@ -300,5 +300,10 @@ def size(base, view=None, decision=None, user=None, now=None, reached=None, cap=
         if decision is not None:
             plain = plain.filter(decision_q(decision))
         return selectors.capped_count(plain, cap)
+    # The first leg alone usually passes the cap in a big queue: counted by itself, the other legs are
+    # never planned (planned for a UNION, the move leg's semi-join is a sequential scan, even unexecuted).
+    first = selectors.capped_count(chosen[0], cap)
+    if not first.exact or len(chosen) == 1:
+        return first
     union = chosen[0].order_by().union(*(leg.order_by() for leg in chosen[1:]), all=True)
     return selectors.capped_count(union, cap)

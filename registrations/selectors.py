@@ -153,8 +153,10 @@ def capped_count(queryset, cap=None):
     unlike an exact count (all matching rows) or an estimate (as wrong as the statistics).
     """
     cap = COUNT_CAP if cap is None else cap
+    if queryset._fields is None and not queryset.query.combinator:  # rows: their keys, without select_related
+        queryset = queryset.select_related(None).values("pk")
     if not queryset.query.combinator:  # a UNION is counted as it is
-        queryset = queryset.select_related(None).order_by().values("pk")
+        queryset = queryset.order_by()
     counted = queryset[: cap + 1].count()
     return Count(cap, exact=False) if counted > cap else Count(counted)
 

@@ -11,6 +11,7 @@ from django.db import connection
 from django.urls import reverse
 
 from registrations import queue, selectors
+from registrations.admin import changelist
 from registrations.admin.filters import FailedValidationsFilter, RedFlagsFilter
 from registrations.models import AppRegistration, RegistrationStatus
 from registrations.sync import run_sync
@@ -109,13 +110,18 @@ def column(client, name):
     return client.get(LIST).context["cl"].list_display.index(name)
 
 
-def test_sorted_lists_page_to_the_cap_in_their_order(reviewer, account, small_cap):
+@pytest.mark.parametrize("deep_offset", [1_000, PER_PAGE], ids=["offset", "keys first"])
+def test_sorted_lists_page_to_the_cap_in_their_order(reviewer, account, small_cap, monkeypatch, deep_offset):
+    monkeypatch.setattr(changelist, "DEEP_OFFSET", deep_offset)  # deep pages find their ids first
     reasons = column(reviewer, "reasons")  # sorts by red flags
     pages = [row_ids(reviewer.get(LIST + f"?o=-{reasons}&p={n}")) for n in range(1, CAP // PER_PAGE + 1)]
     seen = [pk for page in pages for pk in page]
     assert len(seen) == len(set(seen)) == CAP
     expected = list(AppRegistration.objects.order_by("-red_flags", "-created_at", "-id").values_list("pk", flat=True))
     assert seen == expected[:CAP]
+    newest = [row_ids(reviewer.get(LIST + f"?status=ONGOING&p={n}")) for n in (1, 2, 3)]
+    ongoing = AppRegistration.objects.filter(status="ONGOING").order_by("-created_at", "-id")
+    assert [pk for page in newest for pk in page] == list(ongoing.values_list("pk", flat=True)[: 3 * PER_PAGE])
 
 
 def test_the_queue_in_waiting_order_pages_only_its_longest_waiting(reviewer, account, small_cap, monkeypatch):

@@ -32,6 +32,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
             "--only",
             "sync",
             "admin",
+            "filters",
             "--output",
             str(tmp_path / "out.json"),
         ],
@@ -60,3 +61,8 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     }
     assert all(v["queries"] <= 12 for v in review.values())
     assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout and "7. Review desk" in result.stdout
+    filtered = {v["view"]: v for v in report["filters"]["views"]}
+    pairs = [name for name in filtered if name.count("=") == 2 and "page" not in name]
+    assert len(pairs) == 7 * 3 + 7 * 5 + 3 * 5 and all(v["queries"] <= 12 for v in filtered.values())
+    assert filtered["page 10000"]["refused"] and filtered["page 10000"]["rows"] == 0
+    assert not filtered["page 200 (deepest listed)"]["refused"] and filtered["page 200 (deepest listed)"]["rows"] == 50

@@ -29,6 +29,9 @@ DEEP_PAGE_MESSAGE = (
     "the order)."
 )
 
+# From this offset on, a page is found by its keys first (ReviewChangeList._page_rows).
+DEEP_OFFSET = 1_000
+
 # The list shows counts only; these columns can be large.
 LIST_DEFERRED = [
     "raw",
@@ -157,7 +160,7 @@ class ReviewChangeList(ChangeList):
                 page = paginator.page(self.page_num)
             except InvalidPage:
                 raise IncorrectLookupParameters from None
-            result_list = page.object_list if merged else shown[page.start_index() - 1 : page.end_index()]
+            result_list = page.object_list if merged else self._page_rows(shown, page)
         self.listed = listed
         self.paging_note = PAGING_NOTE.format(depth=paged_through) if deeper else ""
         self.result_count = listed.value
@@ -168,6 +171,19 @@ class ReviewChangeList(ChangeList):
         self.can_show_all = can_show_all
         self.multi_page = multi_page
         self.paginator = paginator
+
+    def _page_rows(self, shown, page):
+        """A page's rows; a deep page finds its ids first, in an index-only walk of the list's order.
+
+        OFFSET skips rows it still reads from the table: page 200 read 9,950 rows it did not show.
+        Read as keys only, the skipped rows cost an index entry each, and 50 rows are fetched.
+        """
+        start, end = page.start_index() - 1, page.end_index()
+        if start < DEEP_OFFSET:
+            return shown[start:end]
+        ids = list(self.queryset.values_list("pk", flat=True)[start:end])
+        found = {row.pk: row for row in shown.order_by().filter(pk__in=ids)}
+        return [found[pk] for pk in ids if pk in found]
 
     def _merged_queue(self, request, shown):
         """A queue view in waiting order, paged from its merged legs; None for every other list."""

@@ -1,10 +1,11 @@
-"""Partial indexes on (status, -created_at, -id) for the red-flag and failed-validation subsets the list filters.
+"""Partial indexes on (status, -created_at, -id) for the red-flag and failed-validation subsets the list filters,
+and the status index with red_flags included.
 
 Any pair of the status, red-flag and failed filters becomes one index range in the list's order, and its capped
 count reads only matching entries (docs/DESIGN.md, "Counts and deep pages").
 """
 
-from django.contrib.postgres.operations import AddIndexConcurrently
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
 
@@ -80,4 +81,12 @@ class Migration(migrations.Migration):
                 name="reg_st_red_flags_3_idx",
             ),
         ),
+        # The status index, now in the list's full order and carrying red_flags: built before the old one goes.
+        AddIndexConcurrently(
+            model_name="appregistration",
+            index=models.Index(
+                fields=["status", "-created_at", "-id"], include=("red_flags",), name="reg_status_rf_idx"
+            ),
+        ),
+        RemoveIndexConcurrently(model_name="appregistration", name="reg_status_idx"),
     ]
