@@ -203,3 +203,13 @@ def test_the_dashboard_tiles_show_capped_queue_counts(reviewer, account, monkeyp
     monkeypatch.setattr(selectors, "COUNT_CAP", 10_000)
     html = reviewer.get("/admin/registrations/dashboard/").content.decode()
     assert f'<span class="vf-tile-figure" title="{in_queue}">{in_queue}</span>' in html
+
+
+def test_each_row_links_to_its_own_page(reviewer, account):
+    response = reviewer.get(LIST + "?status=FAILED")
+    html = response.content.decode()
+    rows = response.context["cl"].result_list
+    assert rows
+    for obj in rows:
+        url = reverse("admin:registrations_appregistration_change", args=[obj.pk])
+        assert f'href="{url}?_changelist_filters=status%3DFAILED"' in html
