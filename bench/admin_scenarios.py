@@ -179,15 +179,18 @@ def filter_views(count, per_page=50):
              for combo in singles + pairs]  # fmt: skip
     deepest = COUNT_CAP // per_page
     last = -(-count // per_page)
+    completed = AppRegistration.objects.filter(status="COMPLETED")[: COUNT_CAP + 1].count()
+    completed_page = min(deepest, -(-completed // per_page))
     views += [
         (f"page {deepest} (deepest listed)", ours + f"?p={deepest}"),
         ("page 10000", ours + "?p=10000"),
         (f"page {last} (last)", ours + f"?p={last}"),
-        (f"status=COMPLETED page {deepest}", ours + f"?status=COMPLETED&p={deepest}"),
-        ("status=COMPLETED page 10000", ours + "?status=COMPLETED&p=10000"),
+        (f"status=COMPLETED page {completed_page}", ours + f"?status=COMPLETED&p={completed_page}"),
         (f"needs review queue page {deepest}", ours + f"?queue=needs_review&p={deepest}"),
         ("needs review queue page 10000", ours + "?queue=needs_review&p=10000"),
     ]
+    if completed > COUNT_CAP:  # a smaller list's page 10,000 is an invalid page, as in Django
+        views.append(("status=COMPLETED page 10000", ours + "?status=COMPLETED&p=10000"))
     return views
 
 
