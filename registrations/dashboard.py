@@ -1,7 +1,7 @@
 """The team dashboard's figures: queue, overdue, four eyes, decisions, time to decision, intake, drop-off.
 
-Pure reads, each a single indexed query; the big queue figures may be planner estimates
-(`queue.size`)."""
+Pure reads, each a single indexed query; the queue figures are counted up to
+`selectors.COUNT_CAP` ("more than 10,000", `queue.size`)."""
 
 import statistics
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ from django.db.models import Count, F
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from . import queue
+from . import queue, selectors
 from .models import AppRegistration, RegistrationStatus, ReviewDecision
 
 DAYS = 30
@@ -21,9 +21,9 @@ STOPPED_STATUSES = (RegistrationStatus.STARTED, RegistrationStatus.ONGOING)
 @dataclass(frozen=True)
 class Figures:
     days: list  # the dates charted, oldest first
-    queue: queue.Size
-    overdue: queue.Size
-    awaiting_second: queue.Size
+    queue: selectors.Count
+    overdue: selectors.Count
+    awaiting_second: selectors.Count
     decisions: dict  # (date, outcome) -> count
     median_to_decision: timedelta | None
     decided: int  # decisions the median is taken over

@@ -34,6 +34,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
             "admin",
             "audit",
             "privacy",
+            "filters",
             "--output",
             str(tmp_path / "out.json"),
         ],
@@ -74,3 +75,8 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     assert pages["default list"]["analyst_queries"] == pages["default list"]["reviewer_queries"] + 1
     assert len(privacy["exports"]) == 2 and all(e["rows"] > 0 and e["peak_rss_kb"] > 0 for e in privacy["exports"])
     assert "9. Masking at" in result.stdout
+    filtered = {v["view"]: v for v in report["filters"]["views"]}
+    pairs = [name for name in filtered if name.count("=") == 2 and "page" not in name]
+    assert len(pairs) == 7 * 3 + 7 * 5 + 3 * 5 and all(v["queries"] <= 12 for v in filtered.values())
+    assert filtered["page 10000"]["refused"] and filtered["page 10000"]["rows"] == 0
+    assert not filtered["page 200 (deepest listed)"]["refused"] and filtered["page 200 (deepest listed)"]["rows"] == 50

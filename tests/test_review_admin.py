@@ -207,7 +207,7 @@ def test_the_dashboard_draws_its_charts_and_links_them(client, rita, account):
     assert "?decision=rejected" in html and "status__in=STARTED%2CONGOING" in html
     figures = response.context["figures"]
     assert figures.decided == 1 and figures.median_to_decision.days > 1000
-    assert figures.queue.count == figures.overdue.count > 0 and not figures.queue.estimated
+    assert figures.queue.value == figures.overdue.value > 0 and figures.queue.exact
     step = figures.stopped[0][0]
     listed = client.get(LIST + f"?status__in=STARTED,ONGOING&current_step={step}&all=").context["cl"].result_list
     assert len(listed) == figures.stopped[0][1]

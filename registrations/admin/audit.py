@@ -1,6 +1,6 @@
 """The audit trail in the admin: read-only for everyone, superusers included, and fast at millions of events.
 
-Counts are Postgres' estimates past 10,000 rows (as on the registrations list), the date
+The whole trail's count is Postgres' estimate, a filtered one is counted up to 10,000 rows, the date
 drill-down reads MIN/MAX through an index, and every filter has an index that leads with it.
 A registration is shown by its Verifik id only: the trail never needs anyone's personal data.
 """
@@ -8,14 +8,30 @@ A registration is shown by its Verifik id only: the trail never needs anyone's p
 import json
 
 from django.contrib import admin
+from django.core.paginator import Paginator
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from .. import selectors
 from ..models import AppRegistration, AuditEvent
 from . import rendering
 from .base import ReadOnlyAdmin
-from .registrations import EstimatedCountPaginator
+
+
+class AuditPaginator(Paginator):
+    """Millions of events are never counted: the whole trail shows Postgres' estimate of the table, a
+    filtered list is counted up to `selectors.COUNT_CAP` (and paged that far), as the registrations list."""
+
+    @cached_property
+    def count(self):
+        rows = self.object_list
+        if not rows.query.where:
+            estimate = selectors.estimated_total(rows.model)
+            if estimate is not None and estimate > selectors.COUNT_CAP:
+                return estimate
+        return selectors.capped_count(rows).value
 
 
 @admin.register(AuditEvent)
@@ -31,7 +47,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     sortable_by = ["at"]  # newest or oldest first, through the index; other sorts would sort every event
     list_per_page = 100
     show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    paginator = AuditPaginator
     actions = None
     empty_value_display = "—"  # as the rest of the registrations pages
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice would count millions of events

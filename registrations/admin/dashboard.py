@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from .. import dashboard
+from .. import dashboard, selectors
 from ..models import Dashboard, RegistrationStatus, ReviewOutcome, ReviewQueue
 from . import rendering
 from .base import ReadOnlyAdmin
@@ -56,6 +56,7 @@ class DashboardAdmin(EntryAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
+        selectors.without_jit()
         figures = dashboard.figures()
         outcomes = [(o.value, o.label, OUTCOME_TONES[o]) for o in ReviewOutcome]
         statuses = [(s, rendering.status_label(s), rendering.STATUS_TONES.get(s, "unknown")) for s in STATUS_ORDER]

@@ -6,7 +6,7 @@ from django.db.models import Q
 
 from .. import queue, selectors
 from ..mapping import FAILED_VALIDATION_KINDS
-from ..models import RegistrationStatus
+from ..models import RegistrationStatus, failed_q, red_flags_q
 from . import rendering
 from .per_request import present_values, project_names, sync_health
 
@@ -43,8 +43,8 @@ class RedFlagsFilter(ChoicesFilter):
     parameter_name = "red_flags"
     options = {
         "none": ("None", Q(red_flags=0) | Q(red_flags__isnull=True)),
-        "1": ("1 or more", Q(red_flags__gte=1)),
-        "3": ("3 or more", Q(red_flags__gte=3)),
+        "1": ("1 or more", red_flags_q(1)),
+        "3": ("3 or more", red_flags_q(3)),
     }
 
 
@@ -52,8 +52,8 @@ class FailedValidationsFilter(ChoicesFilter):
     title = "failed validations"
     parameter_name = "failed"
     options = {
-        "any": ("Any kind", Q(failed_validations_count__gt=0)),
-        **{kind: (kind.title(), Q(**{f"failed_{kind}_count__gt": 0})) for kind in FAILED_VALIDATION_KINDS},
+        "any": ("Any kind", failed_q()),
+        **{kind: (kind.title(), failed_q(kind)) for kind in FAILED_VALIDATION_KINDS},
     }
 
 

@@ -1,13 +1,11 @@
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import DateTimeField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -16,33 +14,14 @@ from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
 from ..models import AppRegistration, AuditAction, RegistrationStatus, ReviewOutcome
 from . import filters, rendering
 from .base import ReadOnlyAdmin
-from .changelist import ReviewChangeList
+from .changelist import CappedCountPaginator, PlainActionCheckbox, ReviewChangeList
 from .export import ExportMixin
 from .per_request import pii_lens, sync_health
 from .reveal import RevealMixin
 from .review import OUTCOME_TONES, ReviewDeskMixin
 
 FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
-ESTIMATE_ABOVE = 10_000
 SEARCH_IDS_LIMIT = 5_000
-
-
-class EstimatedCountPaginator(Paginator):
-    """Big result sets show Postgres' estimate instead of counting every matching row.
-
-    Unfiltered: the table's own estimate. Filtered: the planner's estimate, and an
-    exact count only when that is small enough to be cheap.
-    """
-
-    @cached_property
-    def count(self):
-        if not self.object_list.query.where:
-            estimate = selectors.estimated_total(self.object_list.model)
-        else:
-            estimate = selectors.estimated_rows(self.object_list)
-        if estimate is not None and estimate > ESTIMATE_ABOVE:
-            return estimate
-        return super().count
 
 
 def pii(obj):
@@ -61,7 +40,7 @@ def run_link(run):
 
 
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAdmin):
+class AppRegistrationAdmin(ExportMixin, RevealMixin, PlainActionCheckbox, ReviewDeskMixin, ReadOnlyAdmin):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
         "status_badge",
@@ -94,7 +73,7 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, ReviewDeskMixin, ReadOnlyAd
     ordering = ["-created_at", "-id"]
     list_per_page = 50
     show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    paginator = CappedCountPaginator
     actions = ["refresh_from_verifik", "export_csv"]
     fieldsets = [
         ("Applicant", {"fields": ["applicant_name", "applicant_email", "phone_number", "language"]}),

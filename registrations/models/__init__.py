@@ -2,7 +2,7 @@
 the audit trail."""
 
 from .audit import AppendOnly, AuditAction, AuditEvent
-from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange
+from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange, failed_q, red_flags_q
 from .review import (
     COMMENT_MAX_LENGTH,
     REASON_REQUIRED,
@@ -41,4 +41,6 @@ __all__ = [
     "StatusChange",
     "SyncRun",
     "WebhookDelivery",
+    "failed_q",
+    "red_flags_q",
 ]

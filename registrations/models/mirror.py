@@ -28,6 +28,21 @@ class RegistrationStatus(models.TextChoices):
 
 ACTIVE_STATUSES = tuple(RegistrationStatus(status) for status in mapping.ACTIVE_STATUSES)
 
+# The list's red-flag and failed-validation filters select these subsets. Each has a partial
+# index on (status, -created_at, -id), so any pair of the status, red-flag and failed filters is
+# one index range in the list's order, and its capped count reads only matching index entries
+# (migration 0014, docs/DESIGN.md "Counts and deep pages").
+RED_FLAG_FLOORS = (1, 3)
+
+
+def red_flags_q(floor):
+    return models.Q(red_flags__gte=floor)
+
+
+def failed_q(kind=None):
+    """Registrations with a failed validation of this kind; of any kind without one."""
+    return models.Q(**{f"failed_{kind}_count__gt": 0}) if kind else models.Q(failed_validations_count__gt=0)
+
 
 class RangeDatesQuerySet(models.QuerySet):
     """`with_range_dates()` makes `datetimes()` list every period between the first and last row.
@@ -49,6 +64,17 @@ class RangeDatesQuerySet(models.QuerySet):
         clone = super()._clone()
         clone.range_dates = self.range_dates
         return clone
+
+    def aggregate(self, *args, **kwargs):
+        """The drill-down reads MIN/MAX of its field twice (Django to pick a level, then `datetimes`):
+        with range dates, the same aggregate of the same queryset is answered once."""
+        if not self.range_dates or args:
+            return super().aggregate(*args, **kwargs)
+        key = tuple(sorted((name, repr(expression)) for name, expression in kwargs.items()))
+        answered = self.__dict__.setdefault("_answered_aggregates", {})
+        if key not in answered:
+            answered[key] = super().aggregate(**kwargs)
+        return dict(answered[key])
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
         if not self.range_dates or kind not in ("year", "month", "day"):
@@ -192,7 +218,8 @@ class AppRegistration(models.Model):
             # Sorted columns end in the default ordering (-created_at, -id), as the admin's ORDER BY does.
             models.Index(fields=["-created_at", "-id"], name="reg_created_idx"),
             models.Index(fields=["-updated_at", "-id"], name="reg_updated_idx"),
-            models.Index(fields=["status", "-created_at"], name="reg_status_idx"),
+            # Status with "no red flags" (most rows) is filtered and counted from the index (0014).
+            models.Index(fields=["status", "-created_at", "-id"], name="reg_status_rf_idx", include=["red_flags"]),
             models.Index(fields=["-red_flags", "-created_at", "-id"], name="reg_red_flags_idx"),
             models.Index(fields=["-failed_validations_count", "-created_at", "-id"], name="reg_failed_idx"),
             models.Index(fields=["-last_synced_at", "-created_at", "-id"], name="reg_synced_idx"),
@@ -214,9 +241,28 @@ class AppRegistration(models.Model):
                 models.Index(
                     fields=["-created_at", "-id"],
                     name=f"reg_failed_{kind}_idx",
-                    condition=models.Q(**{f"failed_{kind}_count__gt": 0}),
+                    condition=failed_q(kind),
                 )
                 for kind in FAILED_VALIDATION_KINDS
+            ],
+            *[
+                models.Index(
+                    fields=["status", "-created_at", "-id"],
+                    name=f"reg_st_failed_{kind or 'any'}_idx",
+                    condition=failed_q(kind),
+                    include=["red_flags"],  # red flags with failed validations: counted from the index alone
+                )
+                for kind in (None, *FAILED_VALIDATION_KINDS)
+            ],
+            *[
+                models.Index(
+                    fields=["status", "-created_at", "-id"],
+                    name=f"reg_st_red_flags_{floor}_idx",
+                    condition=red_flags_q(floor),
+                    # Approvals awaiting a second reviewer are counted from here (queue.awaiting_second_q).
+                    include=["deleted", "removed_upstream_at"],
+                )
+                for floor in RED_FLAG_FLOORS
             ],
         ]
 
