@@ -134,7 +134,7 @@ def mask_payload(value, known=(), depth=0):
 
 
 def mask_text(text, known=()):
-    """Free text (notes, errors) with email addresses and the `known` personal values masked.
+    """Free text (notes, errors) with email addresses and the `known` personal values masked, in any case.
 
     `known` is (kind, value) pairs, e.g. the registration's own name and phone, which a
     note may repeat; a pattern alone cannot tell a name or a phone from other words.
@@ -142,12 +142,13 @@ def mask_text(text, known=()):
     if not text:
         return text
     text = str(text)
-    replacements = sorted(
-        ((str(value), MASKS[kind](value)) for kind, value in known if value and len(str(value)) >= 3),
-        key=lambda pair: -len(pair[0]),
-    )
-    for value, masked in replacements:
-        text = text.replace(value, masked)
+    pairs = [(kind, str(value)) for kind, value in known if value]
+    # A name is also quoted a word at a time ("John", "DOE"): each word of three letters or more.
+    pairs += [(kind, word) for kind, value in pairs if kind == NAME for word in value.split()]
+    kinds = {value.casefold(): kind for kind, value in pairs if len(value) >= 3}
+    if kinds:
+        pattern = re.compile("|".join(re.escape(value) for value in sorted(kinds, key=len, reverse=True)), re.I)
+        text = pattern.sub(lambda match: MASKS[kinds.get(match.group(0).casefold(), NAME)](match.group(0)), text)
     return EMAIL_PATTERN.sub(lambda match: mask_email(match.group(0)), text)
 
 

@@ -251,6 +251,14 @@ def test_a_failed_login_is_audited_with_the_username_and_address_never_the_passw
     assert "not-her-password" not in str(failed.details)
 
 
+def test_a_failed_login_under_a_name_nobody_has_keeps_no_typed_text(client):
+    """A password typed into the username box must not land in the trail."""
+    staff("rita")
+    client.post(reverse("admin:login"), {"username": "Hunter2-secret!", "password": "x"}, REMOTE_ADDR="192.0.2.66")
+    [failed] = events("login_failed")
+    assert failed.details == {"username": None, "unknown_username": True}
+
+
 # --- the audit admin -------------------------------------------------------------------------
 
 
@@ -313,6 +321,25 @@ def test_the_audit_admin_filters_by_action_actor_and_date_and_finds_a_registrati
     assert listed(f"?q={first.pk}") == [("view", first.pk)] * 2
     assert listed(f"?q={first.verifik_id[:10]}") == [], "the id must match exactly"
     assert listed("?q=' OR 1=1 --") == []
+
+
+def test_the_audit_admin_masks_personal_data_in_details_for_users_without_view_pii(client, account):
+    """Reasons and an export's filter quote people: an auditor without view_pii reads them masked."""
+    registration = AppRegistration.objects.exclude(email=None).exclude(name=None).order_by("pk").first()
+    rita = staff("rita", "Registration reviewers")
+    reason = f"Spoke to {registration.name} at {registration.email}"
+    event = audit.record("decide", actor=rita, registration=registration, details={"reason": reason})
+    audit.record("export", actor=rita, details={"filter": "q=someone.else@example.org", "rows": 1})
+    auditor = staff("audrey", "Registration analysts")
+    auditor.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client.force_login(auditor)
+    for url in [AUDIT_LIST, reverse("admin:registrations_auditevent_change", args=[event.pk])]:
+        html = client.get(url).content.decode()
+        assert registration.email not in html and registration.name not in html
+        assert "someone.else@example.org" not in html
+    client.force_login(rita)  # reviewers hold view_pii: they read the reason as written
+    rita.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    assert registration.email in client.get(AUDIT_LIST).content.decode()
 
 
 # --- the registration's timeline --------------------------------------------------------------

@@ -298,3 +298,9 @@ def test_free_text_on_the_timeline_is_masked_for_an_analyst(account):
         assert f"Called {privacy.mask_phone(obj.phone)}" in page and f"{privacy.mask_name(obj.name)} sent" in page
     reviewer, _ = login("rex", "Registration reviewers")
     assert f"wrote to {obj.email}" in reviewer.get(url("history", obj)).content.decode()
+
+
+def test_free_text_is_masked_whatever_the_case_and_a_name_word_by_word():
+    known = [(privacy.NAME, "Ana Gomez"), (privacy.EMAIL, "ana.gomez@example.co"), (privacy.PHONE, "3001234567")]
+    text = privacy.mask_text("ANA GOMEZ (gomez) wrote from ANA.GOMEZ@EXAMPLE.CO, call 3001234567", known)
+    assert "ANA" not in text and "GOMEZ" not in text.upper() and "3001234567" not in text

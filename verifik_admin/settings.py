@@ -368,7 +368,9 @@ VERIFIK_DETAIL_RATE = env("VERIFIK_DETAIL_RATE", default="")
 VERIFIK_API_RATE = env.float("VERIFIK_API_RATE", default=_per_second(VERIFIK_DETAIL_RATE) or 10.0)
 if VERIFIK_API_RATE <= 0:
     raise ImproperlyConfigured(f"VERIFIK_API_RATE must be above 0 requests per second (got {VERIFIK_API_RATE:g}).")
-VERIFIK_BUDGET_REDIS_URL = env("VERIFIK_BUDGET_REDIS_URL", default=CELERY_BROKER_URL)
+# The broker's Redis by default; a broker that is not Redis (amqp://) lends nothing: set this one then.
+_BROKER_IS_REDIS = CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://"))
+VERIFIK_BUDGET_REDIS_URL = env("VERIFIK_BUDGET_REDIS_URL", default=CELERY_BROKER_URL if _BROKER_IS_REDIS else "")
 
 
 CELERY_BEAT_SCHEDULE = {

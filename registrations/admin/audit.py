@@ -2,22 +2,25 @@
 
 The whole trail's count is Postgres' estimate, a filtered one is counted up to 10,000 rows, the date
 drill-down reads MIN/MAX through an index, and every filter has an index that leads with it.
-A registration is shown by its Verifik id only: the trail never needs anyone's personal data.
+A registration is shown by its Verifik id only; details (reasons, an export's filter) quote people, so they are
+masked like the registration's own page for users without view_pii.
 """
 
 import json
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from .. import selectors
+from .. import privacy, reveals, selectors
 from ..models import AppRegistration, AuditEvent
 from . import rendering
 from .base import ReadOnlyAdmin
+from .per_request import pii_lens
 
 
 class AuditPaginator(Paginator):
@@ -32,6 +35,27 @@ class AuditPaginator(Paginator):
             if estimate is not None and estimate > selectors.COUNT_CAP:
                 return estimate
         return selectors.capped_count(rows).value
+
+
+class AuditChangeList(ChangeList):
+    def get_results(self, request):
+        """Each event carries how this user may see its registration's personal data (reasons, filters)."""
+        super().get_results(request)
+        rows = list(self.result_list)
+        for row in rows:
+            row.pii_lens = pii_lens(request, row.registration_id) if row.registration_id else lens_for(request)
+        self.result_list = rows
+
+
+def lens_for(request):
+    """Events of no registration (logins, exports): unmasked only for holders of view_pii."""
+    return privacy.UNMASKED if reveals.has_view_pii(request.user) else privacy.MASKED
+
+
+def shown_details(obj):
+    """The event's details as this viewer may see them: reasons and filters quote people (fail closed)."""
+    lens = getattr(obj, "pii_lens", privacy.MASKED)
+    return lens.payload(obj.details, obj.registration if obj.registration_id else None)
 
 
 @admin.register(AuditEvent)
@@ -64,8 +88,24 @@ class AuditEventAdmin(ReadOnlyAdmin):
             .get_queryset(request)
             .with_range_dates()
             .select_related("actor", "registration")
-            .only(*(f.name for f in AuditEvent._meta.concrete_fields), "actor__username", "registration__verifik_id")
+            .only(
+                *(f.name for f in AuditEvent._meta.concrete_fields),
+                "actor__username",
+                "registration__verifik_id",
+                "registration__name",
+                "registration__email",
+                "registration__phone",
+            )
         )
+
+    def get_changelist(self, request, **kwargs):
+        return AuditChangeList
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj.pii_lens = pii_lens(request, obj.registration_id) if obj.registration_id else lens_for(request)
+        return obj
 
     def get_search_results(self, request, queryset, search_term):
         """An exact registration id: Verifik's (any case) or this admin's number. Anything else matches nothing."""
@@ -93,12 +133,13 @@ class AuditEventAdmin(ReadOnlyAdmin):
     def details_excerpt(self, obj):
         if not obj.details:
             return rendering.EMPTY
-        text = "; ".join(f"{key}: {_compact(value)}" for key, value in sorted(obj.details.items()))
+        details = shown_details(obj)
+        text = "; ".join(f"{key}: {_compact(value)}" for key, value in sorted(details.items()))
         return format_html('<span title="{}">{}</span>', Truncator(text).chars(1000), Truncator(text).chars(90))
 
     @admin.display(description="Details")
     def details_pretty(self, obj):
-        return rendering.pretty_json(obj.details) if obj.details else rendering.EMPTY
+        return rendering.pretty_json(shown_details(obj)) if obj.details else rendering.EMPTY
 
 
 def _compact(value):
