@@ -9,7 +9,7 @@ from django.db.models import CharField, F, IntegerField, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
-from .models import AuditEvent, ReviewAssignment, ReviewComment, ReviewDecision, StatusChange, SyncRun
+from .models import AuditAction, AuditEvent, ReviewAssignment, ReviewComment, ReviewDecision, StatusChange, SyncRun
 
 LIMIT = 200
 AUDIT_PERMISSION = "registrations.view_auditevent"
@@ -50,8 +50,12 @@ def can_see_audit(user):
     return user.has_perm(AUDIT_PERMISSION)
 
 
-def events(registration, limit=LIMIT, audit=False):
-    """The newest `limit` events of one registration; its audit events too when `audit` (see can_see_audit)."""
+def events(registration, limit=LIMIT, audit=False, views=True):
+    """The newest `limit` events of one registration; its audit events too when `audit` (see can_see_audit).
+
+    `views=False` leaves out the audit trail's page views: every opening of the page writes one, so
+    in the panel's few entries they would push out the decisions and status changes a reviewer reads.
+    """
     legs = [
         StatusChange.objects.filter(registration=registration).values(
             **_columns(
@@ -80,10 +84,11 @@ def events(registration, limit=LIMIT, audit=False):
         )
         # `at` and `actor` are fields of AuditEvent, which values() refuses as names; the union takes its
         # column names from the first leg, by position, so these may be called anything.
+        trail = AuditEvent.objects.filter(registration=registration)
+        if not views:
+            trail = trail.exclude(action=AuditAction.VIEW)
         legs.append(
-            AuditEvent.objects.filter(registration=registration).values(
-                **{f"{name}_" if name in ("at", "actor") else name: value for name, value in columns.items()}
-            )
+            trail.values(**{f"{name}_" if name in ("at", "actor") else name: value for name, value in columns.items()})
         )
     union = legs[0].union(*legs[1:], all=True).order_by("-at", "-ref")[:limit]
     return [Event(**row) for row in union]

@@ -9,7 +9,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from registrations import audit, review
+from registrations import audit, review, timeline
 from registrations.models import AppendOnly, AppRegistration, AuditAction, AuditEvent, ReviewDecision
 from registrations.sync import run_sync
 from tests.support import staff
@@ -357,3 +357,16 @@ def test_the_timeline_shows_audit_events_only_with_the_permission(client, accoun
     html = client.get(page("change", obj)).content.decode()
     assert "Fraud check 881" in html and "Revealed personal data" in html
     assert "Fraud check 881" in client.get(page("history", obj)).content.decode()
+
+
+def test_page_views_stay_out_of_the_panel_but_not_out_of_the_whole_timeline(account):
+    obj = AppRegistration.objects.first()
+    rita = staff("rita", "Registration reviewers")
+    for _ in range(15):
+        audit.record("view", actor=rita, registration=obj)
+    audit.record("reveal", actor=rita, registration=obj, details={"reason": "check"})
+    panel = timeline.events(obj, limit=12, audit=True, views=False)
+    assert [e.a for e in panel if e.event == "audit"] == ["reveal"]
+    assert any(e.event == "status" for e in panel), "status changes must not be pushed out by page views"
+    whole = timeline.events(obj, audit=True)
+    assert sum(e.a == "view" for e in whole if e.event == "audit") == 15

@@ -155,7 +155,9 @@ class ReviewDeskMixin:
         decision = state.decision if state is not None else None
         waiting_since = getattr(obj, "waiting_since", None)
         can_decide = self.has_decide_permission(request)
-        events = timeline.events(obj, limit=TIMELINE_ON_PAGE + 1, audit=timeline.can_see_audit(request.user))
+        events = timeline.events(
+            obj, limit=TIMELINE_ON_PAGE + 1, audit=timeline.can_see_audit(request.user), views=False
+        )
         lens = getattr(obj, "pii_lens", privacy.MASKED)
         return {
             "review_state": state,
