@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from .. import cleaning, mapping
 from ..models import AppRegistration, StatusChange
+from . import seen as seen_ids
 
 # Columns a write never changes once the row exists.
 _INSERT_ONLY = ("verifik_id", "first_synced_at")
@@ -41,7 +42,8 @@ class PageResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # repeats within the page or of ids the walk saw before
+    fresh: int = 0  # ids the walk sees for the first time (set by the walk)
     unidentified: int = 0  # items without a usable _id: they cannot count as seen
     oversized: int = 0  # payload parts replaced by a marker
     cleaned: int = 0  # records stored after cleaning (NUL removed, deep JSON cut)
@@ -83,8 +85,10 @@ def _write_batch(rows, kind, run_id, now):
     table = quote(AppRegistration._meta.db_table)
     columns = ", ".join(quote(c) for c in _COLUMNS)
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} AS SELECT {columns} FROM {table} WITH NO DATA")  # noqa: S608
-        cursor.execute(f"TRUNCATE {_STAGE}")
+        # One round trip (no parameters: psycopg sends both statements as one simple query).
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} AS SELECT {columns} FROM {table} WITH NO DATA; TRUNCATE {_STAGE}"  # noqa: S608
+        )
         with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
@@ -181,16 +185,18 @@ def _prepare(payload, canonical_json):
     return mapping.map_registration(payload), bool(changes)
 
 
-def store_page(items, seen, run_id=None):
-    """Store one listing page atomically; `seen` collects ids (as bytes) across the walk to drop repeats.
+def store_page(items, seen=None, run_id=None):
+    """Store one listing page; `seen` drops repeats across a walk: a walk key (ids kept in Postgres) or a set.
 
     An item whose fingerprint matches its stored row is skipped before it is
-    even mapped: a no-change re-sync costs one narrow query per page. A
-    rejected item keeps its stored version (and fingerprint), so the next
-    sync tries it again.
+    even mapped: a no-change re-sync costs one narrow statement per page, which
+    also records the page's ids as seen by the walk. A repeat (an id the walk
+    already saw, e.g. on a re-read leading page or in two status partitions)
+    is stored only when it changed and is not counted again. A rejected item
+    keeps its stored version (and fingerprint), so the next sync tries it again.
     """
     result = PageResult()
-    batch = []
+    batch = {}
     for item in items:
         item_id = item.get("_id") if isinstance(item, dict) else None
         if not mapping.is_object_id(item_id):
@@ -199,58 +205,73 @@ def store_page(items, seen, run_id=None):
             result.failures.append({"id": shown, "reason": "_id: not a 24-hex-character id"})
             continue
         verifik_id = item_id.lower()
-        key = bytes.fromhex(verifik_id)  # 12 bytes, not a 24-character str: the set grows with the account
-        if key in seen:
+        if verifik_id in batch:
             result.duplicates += 1
             continue
-        seen.add(key)
-        batch.append((verifik_id, item, mapping.canonical(item)))
+        batch[verifik_id] = item
     if not batch:
         return result
+    if isinstance(seen, int):
+        looked_up = seen_ids.mark_and_look_up(seen, batch)
+    else:
+        looked_up = _look_up(batch, seen)
     now = timezone.now()
-    with transaction.atomic():
-        existing = {
+    new, changed, cleaned = [], [], set()
+    for verifik_id, item in batch.items():
+        first_sight, stored = looked_up[verifik_id]
+        if not first_sight:
+            result.duplicates += 1
+        canonical_json = mapping.canonical(item)
+        digest = mapping.fingerprint(canonical_json)
+        if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
+            result.unchanged += first_sight
+            continue
+        try:
+            mapped, was_cleaned = _prepare(item, canonical_json)
+        except mapping.MappingError as exc:
+            result.failures.append({"id": verifik_id, "reason": str(exc)})
+            continue
+        if was_cleaned:
+            cleaned.add(verifik_id)
+        if stored is None:
+            new.append((mapped, digest))
+        elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
+            result.unchanged += first_sight
+        else:
+            changed.append((mapped, digest))
+    stored_payloads = {}
+    if changed:
+        stored_payloads = {
             row["verifik_id"]: row
-            for row in AppRegistration.objects.filter(verifik_id__in=[verifik_id for verifik_id, _, _ in batch]).values(
-                "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
+            for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in changed]).values(
+                "verifik_id", "raw", "populated"
             )
         }
-        new, changed, cleaned = [], [], set()
-        for verifik_id, item, canonical_json in batch:
-            digest = mapping.fingerprint(canonical_json)
-            stored = existing.get(verifik_id)
-            if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
-                result.unchanged += 1
-                continue
-            try:
-                mapped, was_cleaned = _prepare(item, canonical_json)
-            except mapping.MappingError as exc:
-                result.failures.append({"id": verifik_id, "reason": str(exc)})
-                continue
-            if was_cleaned:
-                cleaned.add(verifik_id)
-            if stored is None:
-                new.append((mapped, digest))
-            elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
-                result.unchanged += 1
-            else:
-                changed.append((mapped, digest))
-        stored_payloads = {}
-        if changed:
-            stored_payloads = {
-                row["verifik_id"]: row
-                for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in changed]).values(
-                    "verifik_id", "raw", "populated"
-                )
-            }
-        rows = [_row(m, now=now, listing_hash=d) for m, d in new]
-        rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
-        refused = write(rows, "listing", run_id, now)
+    rows = [_row(m, now=now, listing_hash=d) for m, d in new]
+    rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
+    refused = write(rows, "listing", run_id, now)
     result.failures += [{"id": verifik_id, "reason": reason} for verifik_id, reason in refused.items()]
     result.created = sum(m.verifik_id not in refused for m, _ in new)
     result.updated = sum(m.verifik_id not in refused for m, _ in changed)
     result.cleaned = len(cleaned - refused.keys())
     result.oversized = sum(row["oversized_parts"] for row in rows if row["verifik_id"] not in refused)
+    return result
+
+
+def _look_up(batch, seen):
+    """The in-memory variant of seen.mark_and_look_up, for callers that store a page outside a walk."""
+    stored = {
+        row.pop("verifik_id"): row
+        for row in AppRegistration.objects.filter(verifik_id__in=list(batch)).values(
+            "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
+        )
+    }
+    result = {}
+    for verifik_id in batch:
+        first_sight = seen is None or verifik_id not in seen
+        if seen is not None:
+            seen.add(verifik_id)
+        result[verifik_id] = (first_sight, stored.get(verifik_id))
     return result
 
 
