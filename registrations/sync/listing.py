@@ -42,9 +42,15 @@ class FilterIgnored(VerifikError):
 class Walk:
     """One pass over the listing, with the evidence needed to trust it for removals."""
 
-    def __init__(self, client, run, statuses, limit, deadline, before_page=None, key=None, pages=(1, None)):
-        """`key` names the walk in the seen table (default: the run's id); `pages` = (first, last or None: the end)."""
+    def __init__(
+        self, client, run, statuses, limit, deadline, before_page=None, key=None, pages=(1, None), new_only=False
+    ):
+        """`key` names the walk in the seen table (default: the run's id); `pages` = (first, last or None: the end).
+
+        `new_only`: the mirror was empty when the sync began, so pages are stored without looking up stored rows.
+        """
         self.client, self.run, self.statuses, self.limit = client, run, statuses, limit
+        self.new_only = new_only
         self.deadline, self.before_page = deadline, before_page
         self.key = run.pk if key is None else key
         self.first_page, self.last_page = pages
@@ -91,7 +97,7 @@ class Walk:
             if foreign:
                 shown = ", ".join(sorted(map(str, foreign)))[:200]
                 raise FilterIgnored(f"asked for {', '.join(self.statuses)}, the listing also served {shown}")
-        result = store_page(page.items, self.key, self.run.pk)
+        result = store_page(page.items, self.key, self.run.pk, new_only=self.new_only)
         result.fresh = len(page.items) - result.duplicates - result.unidentified
         self.distinct += result.fresh
         run = self.run
@@ -165,6 +171,7 @@ def run_sync(
     before_page=None,
     task_id="",
     on_partitions=None,
+    split=None,
 ):
     """A full sync (or one limited to `statuses`), recorded in a SyncRun that is returned.
 
@@ -173,15 +180,18 @@ def run_sync(
     of more than VERIFIK_SYNC_PARTITION_PAGES pages is split into partitions:
     `on_partitions(run, partition_ids, details)` hands them to workers (the run
     is returned still running; the last partition to finish closes it); without
-    it they run here one after another. Raises SyncFailed (carrying the run) on
-    failure.
+    it they run here one after another. `split` (default: only when
+    `on_partitions` hands them to workers) says whether a large full sync may be
+    split at all: walked in one process, partitions only add requests. Raises
+    SyncFailed (carrying the run) on failure.
     """
+    split = on_partitions is not None if split is None else split
     statuses = list(statuses or [])
     details = settings.VERIFIK_SYNC_DETAILS if details is None else details
     kind = SyncRun.Kind.ACTIVE if statuses else SyncRun.Kind.FULL
     run = SyncRun.objects.create(kind=kind, trigger=trigger, user_id=user_id, statuses=statuses, task_id=task_id or "")
     client = client or runs.build_client()
-    split = None
+    plan = None
     with bind(run_id=run.pk, task_id=task_id or None), runs.listing_lock() as acquired:
         family = runs.live_family(run) if acquired else None
         if not acquired or family:
@@ -193,15 +203,15 @@ def run_sync(
             seen.forget()  # nothing walks now: what is left belongs to walks that died
             with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
                 deadline = runs.Deadline(settings.VERIFIK_SYNC_TIME_LIMIT)
-                split = _walk_and_reconcile(run, client, statuses, before_page, deadline)
-                if split is None and details:
+                plan = _walk_and_reconcile(run, client, statuses, before_page, deadline, split)
+                if plan is None and details:
                     backlog.process_backlog(run, client, on_details)
         except Exception as exc:
             raise runs.fail(run, exc) from exc
-        if split is None:
+        if plan is None:
             return runs.finish(run, SyncRun.Outcome.SUCCEEDED)
     with bind(run_id=run.pk, task_id=task_id or None):
-        return partitions.dispatch(run, split, client, details, on_partitions, on_details)
+        return partitions.dispatch(run, plan, client, details, on_partitions, on_details)
 
 
 def _walk(run, client, statuses, before_page, deadline, walk=None, first=None):
@@ -210,7 +220,7 @@ def _walk(run, client, statuses, before_page, deadline, walk=None, first=None):
     `walk` and `first` continue a walk whose first page was already fetched.
     """
     limit = settings.VERIFIK_PAGE_SIZE
-    walk = walk or Walk(client, run, statuses, limit, deadline, before_page)
+    walk = walk or Walk(client, run, statuses, limit, deadline, before_page, new_only=_mirror_is_empty())
     walk.run_pass(first)
     if not walk.complete:
         log.warning("Listing changed during sync run %s; walking it once more", run.pk)
@@ -219,7 +229,11 @@ def _walk(run, client, statuses, before_page, deadline, walk=None, first=None):
     return walk
 
 
-def _walk_and_reconcile(run, client, statuses, before_page, deadline):
+def _mirror_is_empty():
+    return not AppRegistration.objects.exists()
+
+
+def _walk_and_reconcile(run, client, statuses, before_page, deadline, split):
     """Walk (and for a full sync, reconcile removals); returns the partitions when a full sync is to be split."""
     if statuses:
         try:
@@ -236,11 +250,12 @@ def _walk_and_reconcile(run, client, statuses, before_page, deadline):
         return None
     # The first page says how big the account is: a large one is split, a small one walked from here.
     limit = settings.VERIFIK_PAGE_SIZE
-    walk = Walk(client, run, statuses, limit, deadline, before_page)
+    new_only = _mirror_is_empty()
+    walk = Walk(client, run, statuses, limit, deadline, before_page, new_only=new_only)
     number, first = walk._numbered(1)
-    split = partitions.plan(run, client, first, limit, deadline)
-    if split is not None:
-        return partitions.split(run, split, first.total)
+    specs = partitions.plan(run, client, first, limit, deadline) if split else None
+    if specs is not None:
+        return partitions.split(run, specs, first.total, new_only)
     try:
         walk = _walk(run, client, statuses, before_page, deadline, walk, first)
         if not walk.complete:

@@ -70,7 +70,7 @@ def _walked_whole(run, why):
     log.warning("Sync run %s: %s", run.pk, run.note)
 
 
-def split(run, specs, total):
+def split(run, specs, total, new_only=False):
     """Create the partition runs (under the listing lock); the family is alive from here."""
     children = SyncRun.objects.bulk_create(
         SyncRun(
@@ -84,7 +84,7 @@ def split(run, specs, total):
         for spec in specs
     )
     run.partitions = len(children)
-    run.partition = {"total": total}
+    run.partition = {"total": total, "new_only": new_only}
     run.save(update_fields=["partitions", "partition", "note"])
     log.info("Sync run %s split into %d partitions", run.pk, len(children))
     return [child.pk for child in children]
@@ -145,7 +145,7 @@ def run_partition(partition_id, *, client=None, details=True, on_details=None, t
 def _walk_partition(child, parent, client):
     from .listing import Walk  # listing imports this module
 
-    parent.refresh_from_db(fields=["outcome", "started_at"])
+    parent.refresh_from_db(fields=["outcome", "started_at", "partition"])
     if parent.outcome != SyncRun.Outcome.RUNNING:
         raise runs.DeadlineExceeded(f"Its full sync (run #{parent.pk}) had already ended.")
     limit = settings.VERIFIK_SYNC_TIME_LIMIT
@@ -162,6 +162,7 @@ def _walk_partition(child, parent, client):
             runs.Deadline(remaining),
             key=parent.pk,
             pages=(spec["first"], spec["last"]),
+            new_only=parent.partition.get("new_only", False),
         )
         walk.run_pass()
     child.partition = {**spec, "seen": walk.distinct, "unidentified": walk.unidentified}

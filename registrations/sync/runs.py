@@ -112,7 +112,7 @@ def partition_lock(wait=PARTITION_LOCK_WAIT):
 
 
 def family_horizon():
-    """Split full syncs started before this are past their deadline (VERIFIK_SYNC_TIME_LIMIT from the parent's start)."""
+    """Split full syncs started before this are past their deadline: VERIFIK_SYNC_TIME_LIMIT from their start."""
     limit = settings.VERIFIK_SYNC_TIME_LIMIT
     return timezone.now() - (timedelta(seconds=limit + 300) if limit else FAMILY_WITHOUT_LIMIT)
 

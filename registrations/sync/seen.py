@@ -45,6 +45,17 @@ def mark_and_look_up(walk, verifik_ids):
     }
 
 
+def mark(walk, verifik_ids):
+    """Record `verifik_ids` as seen by `walk`; returns the set of those it had not seen before."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} (walk, verifik_id) SELECT %s, unnest(%s::varchar[]) "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING verifik_id",
+            [walk, list(verifik_ids)],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 def count(walk):
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {TABLE} WHERE walk = %s", [walk])  # noqa: S608
@@ -52,9 +63,15 @@ def count(walk):
 
 
 def count_missing(walk, before, cap):
-    """How many registrations `missing` would list, counting no further than `cap`."""
+    """How many registrations `missing` would list, counting no further than `cap`.
+
+    The scratch table is analyzed first: emptied and refilled since its last
+    statistics, it would look empty to the planner, which then picks a nested
+    loop over it (measured: 330 ms at 1,000 registrations, against 2 ms hashed).
+    """
     table = connection.ops.quote_name(AppRegistration._meta.db_table)
     with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TABLE}")
         cursor.execute(
             f"""
             SELECT count(*) FROM (

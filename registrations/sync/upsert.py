@@ -23,7 +23,7 @@ from . import seen as seen_ids
 _INSERT_ONLY = ("verifik_id", "first_synced_at")
 # What each kind of write leaves as stored: a listing item knows nothing of the detail backlog's
 # queue, a detail payload nothing of the listing's fingerprint.
-_KEEP = {"listing": ("details_queued_at",), "detail": ("listing_hash",)}
+_KEEP = {"listing": ("details_queued_at",), "listing_new": ("details_queued_at",), "detail": ("listing_hash",)}
 _DETAIL_STATE = ["details_pending", "details_queued_at", "details_failures", "details_retry_at", "details_error"]
 _COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "detail_hash", *_DETAIL_STATE]
 _COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at"]
@@ -57,6 +57,21 @@ def _statement(kind):
     columns = ", ".join(quote(c) for c in _COLUMNS)
     skip = {*_INSERT_ONLY, *_KEEP[kind]}
     updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in _COLUMNS if c not in skip)
+    if kind == "listing_new":
+        # A page of registrations the mirror did not hold when the walk began (a first sync): no stored
+        # state to read first. A row a refresh stored meanwhile is still guarded, and gets no first sight.
+        return f"""
+        WITH written AS (
+            INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE}
+            ON CONFLICT (verifik_id) DO UPDATE SET {updates}
+            WHERE {table}.updated_at IS NULL OR EXCLUDED.updated_at IS NULL
+               OR {table}.updated_at <= EXCLUDED.updated_at
+            RETURNING id, status, current_step, updated_at, xmax = 0 AS inserted
+        )
+        INSERT INTO {history}
+            (registration_id, from_status, to_status, from_step, to_step, upstream_updated_at, observed_at, sync_run_id)
+        SELECT id, NULL, status, NULL, current_step, updated_at, %s, %s FROM written WHERE inserted
+        """  # noqa: S608 - identifiers are quoted names; values are COPY data and parameters
     return f"""
         WITH old AS (
             SELECT r.id, r.verifik_id, r.status, r.current_step
@@ -185,15 +200,18 @@ def _prepare(payload, canonical_json):
     return mapping.map_registration(payload), bool(changes)
 
 
-def store_page(items, seen=None, run_id=None):
+def store_page(items, seen=None, run_id=None, new_only=False):
     """Store one listing page; `seen` drops repeats across a walk: a walk key (ids kept in Postgres) or a set.
 
     An item whose fingerprint matches its stored row is skipped before it is
     even mapped: a no-change re-sync costs one narrow statement per page, which
     also records the page's ids as seen by the walk. A repeat (an id the walk
     already saw, e.g. on a re-read leading page or in two status partitions)
-    is stored only when it changed and is not counted again. A rejected item
+    is skipped: the walk stored it, or rejected it, once already. A rejected item
     keeps its stored version (and fingerprint), so the next sync tries it again.
+
+    `new_only` (with a walk key): the mirror held none of the walk's registrations
+    when it began (a first sync), so the page's stored state is not looked up.
     """
     result = PageResult()
     batch = {}
@@ -211,20 +229,24 @@ def store_page(items, seen=None, run_id=None):
         batch[verifik_id] = item
     if not batch:
         return result
-    if isinstance(seen, int):
-        looked_up = seen_ids.mark_and_look_up(seen, batch)
+    walk = isinstance(seen, int)  # a walk key: the ids go to Postgres; else a set (or None) kept here
+    new_only = new_only and walk
+    if new_only:
+        fresh = seen_ids.mark(seen, batch)
+        looked_up = {verifik_id: (verifik_id in fresh, None) for verifik_id in batch}
     else:
-        looked_up = _look_up(batch, seen)
+        looked_up = seen_ids.mark_and_look_up(seen, batch) if walk else _look_up(batch, seen)
     now = timezone.now()
     new, changed, cleaned = [], [], set()
     for verifik_id, item in batch.items():
         first_sight, stored = looked_up[verifik_id]
-        if not first_sight:
+        if not first_sight:  # stored (or rejected) earlier in this walk
             result.duplicates += 1
+            continue
         canonical_json = mapping.canonical(item)
         digest = mapping.fingerprint(canonical_json)
         if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
-            result.unchanged += first_sight
+            result.unchanged += 1
             continue
         try:
             mapped, was_cleaned = _prepare(item, canonical_json)
@@ -236,7 +258,7 @@ def store_page(items, seen=None, run_id=None):
         if stored is None:
             new.append((mapped, digest))
         elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
-            result.unchanged += first_sight
+            result.unchanged += 1
         else:
             changed.append((mapped, digest))
     stored_payloads = {}
@@ -249,7 +271,7 @@ def store_page(items, seen=None, run_id=None):
         }
     rows = [_row(m, now=now, listing_hash=d) for m, d in new]
     rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
-    refused = write(rows, "listing", run_id, now)
+    refused = write(rows, "listing_new" if new_only else "listing", run_id, now)
     result.failures += [{"id": verifik_id, "reason": reason} for verifik_id, reason in refused.items()]
     result.created = sum(m.verifik_id not in refused for m, _ in new)
     result.updated = sum(m.verifik_id not in refused for m, _ in changed)
