@@ -11,6 +11,7 @@ so only the guilty rows are rejected and the rest land.
 import json
 from dataclasses import dataclass, field
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
@@ -58,20 +59,12 @@ def _statement(kind):
     skip = {*_INSERT_ONLY, *_KEEP[kind]}
     updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in _COLUMNS if c not in skip)
     if kind == "listing_new":
-        # A page of registrations the mirror did not hold when the walk began (a first sync): no stored
-        # state to read first. A row a refresh stored meanwhile is still guarded, and gets no first sight.
+        # The page was COPY'd straight into the table (see _copy_new): only its first sights remain.
         return f"""
-        WITH written AS (
-            INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE}
-            ON CONFLICT (verifik_id) DO UPDATE SET {updates}
-            WHERE {table}.updated_at IS NULL OR EXCLUDED.updated_at IS NULL
-               OR {table}.updated_at <= EXCLUDED.updated_at
-            RETURNING id, status, current_step, updated_at, xmax = 0 AS inserted
-        )
         INSERT INTO {history}
             (registration_id, from_status, to_status, from_step, to_step, upstream_updated_at, observed_at, sync_run_id)
-        SELECT id, NULL, status, NULL, current_step, updated_at, %s, %s FROM written WHERE inserted
-        """  # noqa: S608 - identifiers are quoted names; values are COPY data and parameters
+        SELECT id, NULL, status, NULL, current_step, updated_at, %s, %s FROM {table} WHERE verifik_id = ANY(%s)
+        """  # noqa: S608 - identifiers are quoted names; values are parameters
     return f"""
         WITH old AS (
             SELECT r.id, r.verifik_id, r.status, r.current_step
@@ -99,6 +92,8 @@ def _write_batch(rows, kind, run_id, now):
     quote = connection.ops.quote_name
     table = quote(AppRegistration._meta.db_table)
     columns = ", ".join(quote(c) for c in _COLUMNS)
+    if kind == "listing_new":
+        return _copy_new(rows, statement, table, columns, run_id, now)
     with connection.cursor() as cursor:
         # One round trip (no parameters: psycopg sends both statements as one simple query).
         cursor.execute(
@@ -110,6 +105,19 @@ def _write_batch(rows, kind, run_id, now):
         cursor.execute(statement, [now, run_id])
 
 
+def _copy_new(rows, statement, table, columns, run_id, now):
+    """A page of registrations new to the mirror: COPY straight into the table, then their first sights.
+
+    No stage table and no conflict handling: a registration stored meanwhile (a
+    refresh) makes the COPY fail, and write() stores the page again the guarded way.
+    """
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+        cursor.execute(statement, [now, run_id, [row["verifik_id"] for row in rows]])
+
+
 def _json(value):
     return None if value is None else json.dumps(value)
 
@@ -118,9 +126,9 @@ def _is_row_fault(exc):
     """True when the data is to blame (a value Postgres refuses), False when the database is (connection, timeout)."""
     if isinstance(exc, UnicodeError | ValueError | OverflowError):
         return True
-    if not isinstance(exc, DatabaseError):
+    if not isinstance(exc, DatabaseError | psycopg.Error):  # COPY raises psycopg's own errors, unwrapped
         return False
-    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None) or ""
     return sqlstate[:2] in _ROW_FAULT_CLASSES or (not sqlstate and isinstance(exc, DataError))
 
 
@@ -135,6 +143,15 @@ def write(rows, kind, run_id=None, now=None):
     if not rows:
         return {}
     now = now or timezone.now()
+    if kind == "listing_new":
+        try:
+            with transaction.atomic():
+                _write_batch(rows, kind, run_id, now)
+            return {}
+        except Exception as exc:
+            if not _is_row_fault(exc):
+                raise
+            kind = "listing"  # a row stored meanwhile, or one the database refuses: the guarded way sorts it out
     try:
         with transaction.atomic():
             _write_batch(rows, kind, run_id, now)
