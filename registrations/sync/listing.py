@@ -179,11 +179,11 @@ def run_sync(
     Celery task fans them out); without it they are fetched inline. A full sync
     of more than VERIFIK_SYNC_PARTITION_PAGES pages is split into partitions:
     `on_partitions(run, partition_ids, details)` hands them to workers (the run
-    is returned still running; the last partition to finish closes it); without
-    it they run here one after another. `split` (default: only when
-    `on_partitions` hands them to workers) says whether a large full sync may be
-    split at all: walked in one process, partitions only add requests. Raises
-    SyncFailed (carrying the run) on failure.
+    is returned still running; the last partition to finish closes it). `split`
+    (default: only when `on_partitions` is given) says whether a large full sync
+    may be split at all: walked in one process, partitions only add requests;
+    `split=True` without `on_partitions` runs them here one after another.
+    Raises SyncFailed (carrying the run) on failure.
     """
     split = on_partitions is not None if split is None else split
     statuses = list(statuses or [])
