@@ -236,3 +236,37 @@ def detail_fetches(count, latency, setups):
                 }
             )
     return {"count": count, "latency": latency, "runs": results}
+
+
+def resync_speedup(count, reps):
+    """Scenario 2b: cold sync and no-op re-sync at another size (20,000): the no-op's speed-up over cold."""
+    with Simulator(count) as simulator, pointed_at(simulator):
+        colds, noops = [], []
+        for _ in range(reps):
+            truncate_mirror()
+            colds.append(timed(product)[0])
+            noops.append(timed(product)[0])
+        cold, noop = summary(colds), summary(noops)
+        return {"count": count, "cold": cold, "noop": noop, "speedup_over_cold": cold["median"] / noop["median"]}
+
+
+def split_full_sync(count, latency, concurrency, partition_pages):
+    """Scenario 8: a full sync (cold, then no-op) on 1 worker walking sequentially vs `concurrency` workers split.
+
+    Real Celery worker processes against the simulator at `latency` seconds per request.
+    """
+    from .workers import full_sync_seconds
+
+    result = {"count": count, "latency": latency, "runs": []}
+    with Simulator(count, latency=latency) as simulator, pointed_at(simulator):
+        for workers, pages in ((1, 0), (concurrency, partition_pages)):
+            truncate_mirror()
+            cold, partitions = full_sync_seconds(simulator, workers, pages)
+            noop, _ = full_sync_seconds(simulator, workers, pages)
+            mode = "sequential walk" if not pages else f"split, {pages} pages a partition"
+            result["runs"].append(
+                {"workers": workers, "mode": mode, "partitions": partitions, "cold": cold, "noop": noop}
+            )
+    one, many = result["runs"]
+    result["speedup"] = {"cold": one["cold"] / many["cold"], "noop": one["noop"] / many["noop"]}
+    return result

@@ -1,4 +1,4 @@
-"""Scenario 5 helper: real Celery workers fetching details, fed by a real Redis broker."""
+"""Scenarios 5 and 8 helpers: real Celery workers (detail fetches; a full sync split across workers), real Redis."""
 
 import os
 import signal
@@ -9,7 +9,7 @@ import time
 import redis
 
 from registrations import sync, tasks
-from registrations.models import AppRegistration
+from registrations.models import AppRegistration, SyncRun
 
 from .harness import ROOT, TOKEN
 
@@ -68,5 +68,54 @@ def fan_out_rate(simulator, concurrency, api_rate):
         return time.perf_counter() - start
     finally:
         stop_worker(worker)
+        app.close()
+        app.conf.update(saved)
+
+
+def full_sync_seconds(simulator, concurrency, partition_pages):
+    """Seconds for `concurrency` worker processes to finish one full sync task (details off), queue to close.
+
+    `partition_pages` 0 is the sequential walk; otherwise the full sync splits into
+    partitions of that many pages, which the processes walk side by side.
+    """
+    redis.Redis.from_url(BROKER).flushdb()
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": BROKER,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "VERIFIK_API_BASE_URL": simulator.url,
+        "VERIFIK_API_TOKEN": TOKEN,
+        "VERIFIK_PAGE_SIZE": "100",
+        "VERIFIK_SYNC_DETAILS": "false",
+        "VERIFIK_SYNC_PARTITION_PAGES": str(partition_pages),
+    }
+    command = [sys.executable, "-m", "celery", "-A", "verifik_admin", "worker", "--pool=prefork"]
+    command += [f"--concurrency={concurrency}", "--loglevel=WARNING", "--without-gossip", "--without-mingle"]
+    worker = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    app = tasks.sync_registrations.app
+    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
+    app.close()
+    app.conf.update(broker_url=BROKER, task_always_eager=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not start")
+        last = SyncRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        start = time.perf_counter()
+        tasks.sync_registrations.delay(trigger=SyncRun.Trigger.COMMAND)
+        while True:
+            run = SyncRun.objects.filter(pk__gt=last, kind=SyncRun.Kind.FULL).exclude(outcome="running").first()
+            if run is not None:
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+        return seconds, run.partitions
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
         app.close()
         app.conf.update(saved)

@@ -208,6 +208,7 @@ class Faults:
     slow_every: int = 0
     slow_seconds: float = 2.0
     latency: float = 0.0
+    fail_status: str = ""  # "STATUS" or "STATUS:N": listings filtered to it (from page N) answer `error_status`
 
 
 @dataclass
@@ -321,6 +322,10 @@ class SimulatedVerifik:
         parts = [p for p in path.split("/") if p]
         if parts[:2] != ["v2", "app-registrations"] or len(parts) > 3:
             return 404, {"code": "NotFound", "message": "404:NotFound"}, {}, None
+        if f.fail_status and len(parts) == 2:
+            status, _, from_page = f.fail_status.partition(":")
+            if status in params.get("where_status", []) and int(params.get("page", ["1"])[0]) >= int(from_page or 1):
+                return f.error_status, {"code": "InternalError", "message": f"{f.error_status}:InternalError"}, {}, None
         truncate = bool(f.truncate_every and number % f.truncate_every == 0)
         if len(parts) == 3:
             status, body = self._detail(parts[2], populates)

@@ -48,16 +48,35 @@ def _fan_out_details(run, verifik_ids):
         fetch_registration_details.delay(verifik_id, run.pk)
 
 
+def _fan_out_partitions(run, partition_ids, details):
+    for partition_id in partition_ids:
+        sync_partition.delay(partition_id, details)
+
+
 @shared_task(bind=True, **SYNC_LIMITS)
 def sync_registrations(self, statuses=None, trigger=SyncRun.Trigger.SCHEDULE, user_id=None):
-    """A full sync, or only the given statuses; detail fetches fan out as tasks paced by the API budget."""
+    """A full sync, or only the given statuses; a large full sync fans out partitions, details fan out as
+    tasks; every request is paced by the API budget."""
     try:
         run = sync.run_sync(
-            statuses=statuses, trigger=trigger, user_id=user_id, on_details=_fan_out_details, task_id=self.request.id
+            statuses=statuses,
+            trigger=trigger,
+            user_id=user_id,
+            on_details=_fan_out_details,
+            on_partitions=_fan_out_partitions,
+            task_id=self.request.id,
         )
     except sync.SyncFailed as exc:
         _retry_or_raise(self, exc)
     return run.pk
+
+
+@shared_task(bind=True, **SYNC_LIMITS)
+def sync_partition(self, partition_run_id, details=True):
+    """One partition of a split full sync; the last to finish closes the family. Not retried: the family fails."""
+    return sync.run_partition(
+        partition_run_id, details=details, on_details=_fan_out_details, task_id=self.request.id
+    ).pk
 
 
 @shared_task(bind=True, **SHORT_LIMITS)

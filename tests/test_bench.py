@@ -23,6 +23,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VERIFIK_", "DATABASE_URL"))}
     # Named after the test database, so checkouts testing side by side never share one.
     env["BENCH_DATABASE_URL"] = database_url(f"{connection.settings_dict['NAME']}_bench_smoke")
+    env["BENCH_BROKER_URL"] = os.environ["CELERY_TEST_BROKER_URL"]  # the suite's own Redis database
     result = subprocess.run(
         [
             sys.executable,
@@ -31,6 +32,8 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
             "--quick",
             "--only",
             "sync",
+            "resync",
+            "split",
             "admin",
             "audit",
             "privacy",
@@ -51,6 +54,10 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     assert sync["changed"]["details_off"]["distinct_rows_written"] == sync["changed"]["details_off"]["changed_upstream"]
     assert sync["changed"]["details_on"]["detail_requests"] == sync["changed"]["details_on"]["changed_upstream"]
     assert {"product", "naive", "floor"} <= set(sync)
+    assert report["resync"]["speedup_over_cold"] > 0 and report["resync"]["count"] == 1_000
+    split = report["split"]
+    assert [(r["workers"], r["partitions"] > 0) for r in split["runs"]] == [(1, False), (4, True)]
+    assert {"cold", "noop"} <= set(split["speedup"])
     views = {v["view"]: v for v in report["admin"]["views"]}
     budget = 12 + 1  # and the idle-session save of every request (SESSION_SAVE_EVERY_REQUEST): one UPDATE
     assert len(views) == 10 and all(v["queries"] <= budget for v in views.values()), views
@@ -63,7 +70,12 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
         "dashboard",
     }
     assert all(v["queries"] <= budget for v in review.values()), review
-    assert "1. Cold full sync" in result.stdout and "6. Admin at" in result.stdout and "7. Review desk" in result.stdout
+    assert (
+        "1. Cold full sync" in result.stdout
+        and "8. Full sync of" in result.stdout
+        and "6. Admin at" in result.stdout
+        and "7. Review desk" in result.stdout
+    )
     audit = report["audit"]
     assert audit["events"] >= 20_000 and audit["detail_ms_with_audit"] > 0 and audit["detail_ms_without_audit"] > 0
     assert {v["view"] for v in audit["views"]} >= {"audit list", "actor", "search a registration"}

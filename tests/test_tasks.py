@@ -149,6 +149,27 @@ def test_a_sync_killed_half_way_is_marked_failed_and_the_next_one_completes(veri
     assert_mirrors(account)
 
 
+def test_a_full_sync_split_across_two_worker_processes_mirrors_the_account_and_runs_alone(verifik, broker, workers):
+    account = verifik(count=400, faults=Faults(latency=0.01))
+    split = {"VERIFIK_SYNC_DETAILS": "false", "VERIFIK_SYNC_PARTITION_PAGES": "3"}
+    logs = [workers(account, concurrency=2, **split).log, workers(account, concurrency=2, **split).log]
+    send(broker, "sync_registrations", trigger="user")
+    send(broker, "sync_registrations", trigger="user")
+    done = lambda: SyncRun.objects.filter(kind="full").exclude(outcome="running").count() == 2  # noqa: E731
+    wait_until(done, 120, lambda: f"both runs: {list(SyncRun.objects.values())}\n{logs[0].read_text()[-3000:]}")
+    skipped, run = sorted(runs(), key=lambda r: r.outcome)
+    assert (skipped.outcome, run.outcome) == ("skipped", "succeeded") and f"(run #{run.pk})" in skipped.error
+    partitions = list(run.partition_runs.all())
+    assert run.partitions == len(partitions) > 7 and all(p.outcome == "succeeded" for p in partitions)
+    assert (run.seen, run.created) == (400, 400)
+    assert all("sync_partition" in log.read_text() for log in logs), "both worker processes walked partitions"
+    assert any(
+        a.started_at < b.finished_at and b.started_at < a.finished_at for a in partitions for b in partitions if a != b
+    ), "partitions ran side by side"
+    assert_mirrors(account)
+    assert sync_lock_is_free()
+
+
 def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, broker, workers):
     account = verifik(count=20, faults=Faults(fail_first=3))
     workers(account, concurrency=1, VERIFIK_MAX_RETRIES="1", VERIFIK_SYNC_DETAILS="false")

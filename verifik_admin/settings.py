@@ -242,6 +242,11 @@ if not 1 <= VERIFIK_PAGE_SIZE <= 100:
     raise ImproperlyConfigured(f"VERIFIK_PAGE_SIZE must be between 1 and 100 (got {VERIFIK_PAGE_SIZE}).")
 VERIFIK_POPULATES = env.list("VERIFIK_POPULATES", default=VERIFIK_ALL_POPULATES)
 VERIFIK_SYNC_DETAILS = env.bool("VERIFIK_SYNC_DETAILS", default=True)
+# A full sync of more pages than this is split across workers: one walk per status, statuses longer than
+# this cut into page ranges of this many pages. 0 = never split (one sequential walk).
+VERIFIK_SYNC_PARTITION_PAGES = env.int("VERIFIK_SYNC_PARTITION_PAGES", default=100)
+if VERIFIK_SYNC_PARTITION_PAGES < 0:
+    raise ImproperlyConfigured(f"VERIFIK_SYNC_PARTITION_PAGES must be 0 or more (got {VERIFIK_SYNC_PARTITION_PAGES}).")
 # A webhook's refresh waits this long in the queue, so a burst of deliveries for one registration costs one GET.
 VERIFIK_WEBHOOK_DEBOUNCE_SECONDS = env.float("VERIFIK_WEBHOOK_DEBOUNCE_SECONDS", default=1.0)
 # A full sync refuses to mark more than this fraction of the stored registrations removed upstream at once.

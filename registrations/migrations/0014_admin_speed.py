@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("registrations", "0012_privacy"),
+        ("registrations", "0013_sync_partitions"),
     ]
 
     operations = [

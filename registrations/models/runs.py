@@ -10,6 +10,7 @@ class SyncRun(models.Model):
         ACTIVE = "active", "By status"
         SINGLE = "single", "Single refresh"
         WEBHOOK = "webhook", "Webhook refresh"
+        PARTITION = "partition", "Full sync partition"
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
@@ -57,6 +58,21 @@ class SyncRun(models.Model):
     )
     error = models.TextField(blank=True, default="", help_text="Why the run failed, in words an operator can act on.")
     note = models.TextField(blank=True, default="", help_text="Anything else the operator should know.")
+    # A full sync split across workers: the parent is the full sync; each partition is a child run
+    # walking one status (or a range of its pages). The parent's counters sum its partitions'.
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="partition_runs",
+        help_text="The full sync this partition belongs to.",
+    )
+    partition = models.JSONField(
+        default=dict, blank=True, help_text="What a partition walks: status, first page, last page (null: to the end)."
+    )
+    partitions = models.IntegerField(default=0, help_text="Partitions a full sync was split into (0: one walk).")
+    partitions_done = models.IntegerField(default=0, help_text="Partitions finished, whatever their outcome.")
 
     class Meta:
         ordering = ["-started_at", "-id"]

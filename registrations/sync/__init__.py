@@ -2,6 +2,8 @@
 
 upsert   COPY + guarded upsert: the only SQL writer of registrations and their status history
 listing  the walk, completeness, the status filter, removed-upstream marking; run_sync
+partitions  a full sync split across workers: planning, one partition's walk, closing the family
+seen     the ids a walk has seen, in an unlogged scratch table (memory stays flat)
 refresh  single registrations and the trailing debounce of requests for them
 details  the detail backlog: queued once, paced, backing off
 runs     SyncRun bookkeeping, the single-flight lock, deadlines, pruning
@@ -11,6 +13,7 @@ erase    erasing personal data: the retention purge and data-subject requests (a
 from .details import claim_backlog, fetch_details_for
 from .erase import erase, purge_removed
 from .listing import run_sync
+from .partitions import run_partition
 from .refresh import claim as claim_refresh
 from .refresh import fetch_and_store, refresh
 from .refresh import release as release_refresh
@@ -32,6 +35,7 @@ __all__ = [
     "purge_removed",
     "refresh",
     "release_refresh",
+    "run_partition",
     "run_sync",
     "store_detail",
     "store_page",

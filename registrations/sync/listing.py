@@ -3,7 +3,9 @@
 A full sync is the only one that marks registrations removed upstream, and
 only after a walk that saw registrations and is proven complete, within the
 cap VERIFIK_REMOVAL_MAX_FRACTION, and for each candidate confirmed by a
-detail GET answering 404.
+detail GET answering 404. The ids a walk saw are kept in Postgres (seen.py),
+so the walker holds one page at a time; a large account's full sync is split
+into partitions that workers walk side by side (partitions.py).
 """
 
 import contextvars
@@ -21,7 +23,7 @@ from .. import mapping
 from ..models import AppRegistration, SyncRun
 from ..verifik import AuthRejected, NotFound, VerifikError
 from . import details as backlog
-from . import runs
+from . import partitions, runs, seen
 from .upsert import Rejected, mark_removed, store_detail, store_page
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 SHORT_PAGE_RETRIES = 3
 PROGRESS_EVERY = 1.0  # seconds between SyncRun progress saves
 PAGE_MARGIN = 10  # pages a walk may read past ceil(total / limit): re-reads of the leading pages, growth meanwhile
+CANDIDATES_CHUNK = 1000  # removal candidates read from the anti-join at a time
 _PROGRESS_FIELDS = ["pages", "seen", "created", "updated", "unchanged", "failed", "failures", "oversized", "cleaned"]
 
 
@@ -39,10 +42,19 @@ class FilterIgnored(VerifikError):
 class Walk:
     """One pass over the listing, with the evidence needed to trust it for removals."""
 
-    def __init__(self, client, run, statuses, limit, deadline, before_page=None):
+    def __init__(
+        self, client, run, statuses, limit, deadline, before_page=None, key=None, pages=(1, None), new_only=False
+    ):
+        """`key` names the walk in the seen table (default: the run's id); `pages` = (first, last or None: the end).
+
+        `new_only`: the mirror was empty when the sync began, so pages are stored without looking up stored rows.
+        """
         self.client, self.run, self.statuses, self.limit = client, run, statuses, limit
+        self.new_only = new_only
         self.deadline, self.before_page = deadline, before_page
-        self.seen = set()
+        self.key = run.pk if key is None else key
+        self.first_page, self.last_page = pages
+        self.distinct = 0  # ids this walk saw first (the rest were repeats)
         self.totals = []
         self.short_pages = 0
         self.unidentified = 0
@@ -73,7 +85,10 @@ class Walk:
         self.fetched += 1
         page = self.client.list_page(number, self.limit, statuses=self.statuses)
         if self.page_cap is None:
-            self.page_cap = math.ceil(page.total / self.limit) + PAGE_MARGIN
+            last = math.ceil(page.total / self.limit)
+            if self.last_page is not None:
+                last = min(last, self.last_page)
+            self.page_cap = max(0, last - self.first_page + 1) + PAGE_MARGIN
         return page
 
     def store(self, page):
@@ -82,10 +97,12 @@ class Walk:
             if foreign:
                 shown = ", ".join(sorted(map(str, foreign)))[:200]
                 raise FilterIgnored(f"asked for {', '.join(self.statuses)}, the listing also served {shown}")
-        result = store_page(page.items, self.seen, self.run.pk)
+        result = store_page(page.items, self.key, self.run.pk, new_only=self.new_only)
+        result.fresh = len(page.items) - result.duplicates - result.unidentified
+        self.distinct += result.fresh
         run = self.run
         run.pages += 1
-        run.seen += len(page.items) - result.duplicates - result.unidentified
+        run.seen += result.fresh
         self.unidentified += result.unidentified
         run.created += result.created
         run.updated += result.updated
@@ -107,7 +124,8 @@ class Walk:
             self.before_page(number)
         return number, self.fetch(number)
 
-    def run_pass(self):
+    def run_pass(self, first=None):
+        """Walk the pages in order; `first` is the first page when the caller fetched it already."""
         # Requests stay one at a time, in order; the next page is fetched while
         # this one is written, so the API and the database work side by side.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifik-prefetch") as prefetch:
@@ -115,22 +133,22 @@ class Walk:
             def ahead_of(number):  # the helper thread logs with this run's context
                 return prefetch.submit(contextvars.copy_context().run, self._numbered, number)
 
-            ahead = ahead_of(1)
+            number, page = (self.first_page, first) if first is not None else ahead_of(self.first_page).result()
             while True:
-                number, page = ahead.result()
-                last = number >= page.pages or not page.items
-                if not last:
-                    ahead = ahead_of(number + 1)
+                end = page.pages if self.last_page is None else min(page.pages, self.last_page)
+                last = number >= end or not page.items
+                ahead = None if last else ahead_of(number + 1)
                 self.store(page)
                 if last:
                     break
+                number, page = ahead.result()
         # Newest first: registrations created while we walked landed on the
         # leading pages. Re-read them until a page holds nothing new.
-        number = 1
-        while True:
+        number = self.first_page
+        while self.first_page == 1:
             page = self.fetch(number)
             result = self.store(page)
-            if result.created + result.updated + result.unchanged == 0 or number >= page.pages:
+            if result.fresh == 0 or number >= page.pages:
                 break
             number += 1
         self.save_progress()
@@ -139,7 +157,7 @@ class Walk:
     def complete(self):
         """True when every registration upstream was seen: the listing neither shrank nor skipped."""
         shrank = any(later < earlier for earlier, later in zip(self.totals, self.totals[1:], strict=False))
-        return not shrank and not self.short_pages and len(self.seen) + self.unidentified >= self.totals[-1]
+        return not shrank and not self.short_pages and self.distinct + self.unidentified >= self.totals[-1]
 
 
 def run_sync(
@@ -152,48 +170,71 @@ def run_sync(
     on_details=None,
     before_page=None,
     task_id="",
+    on_partitions=None,
+    split=None,
 ):
     """A full sync (or one limited to `statuses`), recorded in a SyncRun that is returned.
 
     `on_details(run, ids)` receives the ids whose details must be fetched (the
-    Celery task fans them out); without it they are fetched inline. Raises
-    SyncFailed (carrying the run) on failure.
+    Celery task fans them out); without it they are fetched inline. A full sync
+    of more than VERIFIK_SYNC_PARTITION_PAGES pages is split into partitions:
+    `on_partitions(run, partition_ids, details)` hands them to workers (the run
+    is returned still running; the last partition to finish closes it). `split`
+    (default: only when `on_partitions` is given) says whether a large full sync
+    may be split at all: walked in one process, partitions only add requests;
+    `split=True` without `on_partitions` runs them here one after another.
+    Raises SyncFailed (carrying the run) on failure.
     """
+    split = on_partitions is not None if split is None else split
     statuses = list(statuses or [])
     details = settings.VERIFIK_SYNC_DETAILS if details is None else details
     kind = SyncRun.Kind.ACTIVE if statuses else SyncRun.Kind.FULL
     run = SyncRun.objects.create(kind=kind, trigger=trigger, user_id=user_id, statuses=statuses, task_id=task_id or "")
     client = client or runs.build_client()
+    plan = None
     with bind(run_id=run.pk, task_id=task_id or None), runs.listing_lock() as acquired:
-        if not acquired:
-            holder = runs.running_holder(run)
+        family = runs.live_family(run) if acquired else None
+        if not acquired or family:
+            holder = family or runs.running_holder(run)
             reason = f"A sync is already running{f' (run #{holder.pk})' if holder else ''}; this one was skipped."
             return runs.finish(run, SyncRun.Outcome.SKIPPED, reason)
         runs.fail_abandoned_runs(run)
         try:
-            with runs.statement_timeout(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
+            seen.forget()  # nothing walks now: what is left belongs to walks that died
+            with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
                 deadline = runs.Deadline(settings.VERIFIK_SYNC_TIME_LIMIT)
-                _walk_and_reconcile(run, client, statuses, before_page, deadline)
-                if details:
+                plan = _walk_and_reconcile(run, client, statuses, before_page, deadline, split)
+                if plan is None and details:
                     backlog.process_backlog(run, client, on_details)
         except Exception as exc:
             raise runs.fail(run, exc) from exc
-        return runs.finish(run, SyncRun.Outcome.SUCCEEDED)
+        if plan is None:
+            return runs.finish(run, SyncRun.Outcome.SUCCEEDED)
+    with bind(run_id=run.pk, task_id=task_id or None):
+        return partitions.dispatch(run, plan, client, details, on_partitions, on_details)
 
 
-def _walk(run, client, statuses, before_page, deadline):
-    """Walk once, and once more when the listing changed under the first walk."""
+def _walk(run, client, statuses, before_page, deadline, walk=None, first=None):
+    """Walk once, and once more when the listing changed under the first walk.
+
+    `walk` and `first` continue a walk whose first page was already fetched.
+    """
     limit = settings.VERIFIK_PAGE_SIZE
-    walk = Walk(client, run, statuses, limit, deadline, before_page)
-    walk.run_pass()
+    walk = walk or Walk(client, run, statuses, limit, deadline, before_page, new_only=_mirror_is_empty())
+    walk.run_pass(first)
     if not walk.complete:
         log.warning("Listing changed during sync run %s; walking it once more", run.pk)
-        walk = Walk(client, run, statuses, limit, deadline)
+        walk = Walk(client, run, statuses, limit, deadline, key=-run.pk)
         walk.run_pass()
     return walk
 
 
-def _walk_and_reconcile(run, client, statuses, before_page, deadline):
+def _mirror_is_empty():
+    return not AppRegistration.objects.exists()
+
+
+def _walk_and_reconcile(run, client, statuses, before_page, deadline, split):
+    """Walk (and for a full sync, reconcile removals); returns the partitions when a full sync is to be split."""
     if statuses:
         try:
             _walk(run, client, statuses, before_page, deadline)
@@ -204,41 +245,65 @@ def _walk_and_reconcile(run, client, statuses, before_page, deadline):
             log.warning("Sync run %s: %s", run.pk, run.note)
             for status in statuses:
                 _walk(run, client, [status], None, deadline)
-        return
-    walk = _walk(run, client, statuses, before_page, deadline)
-    if not walk.complete:
-        run.note = (
-            f"The listing kept changing during the sync ({len(walk.seen)} seen, {walk.totals[-1]} reported); "
-            "registrations missing from it were not marked removed upstream. The next full sync will."
+        finally:
+            seen.forget(run.pk, -run.pk)
+        return None
+    # The first page says how big the account is: a large one is split, a small one walked from here.
+    limit = settings.VERIFIK_PAGE_SIZE
+    new_only = _mirror_is_empty()
+    walk = Walk(client, run, statuses, limit, deadline, before_page, new_only=new_only)
+    number, first = walk._numbered(1)
+    specs = partitions.plan(run, client, first, limit, deadline) if split else None
+    if specs is not None:
+        return partitions.split(run, specs, first.total, new_only)
+    try:
+        walk = _walk(run, client, statuses, before_page, deadline, walk, first)
+        if not walk.complete:
+            run.note = (
+                f"The listing kept changing during the sync ({walk.distinct} seen, {walk.totals[-1]} reported); "
+                "registrations missing from it were not marked removed upstream. The next full sync will."
+            )
+            return None
+        reconcile_removals(run, client, walk.key, walk.distinct)
+        run.save(update_fields=["removed", "note", *_PROGRESS_FIELDS])
+    finally:
+        seen.forget(run.pk, -run.pk)
+    return None
+
+
+def reconcile_removals(run, client, key, seen_count):
+    """Mark removed upstream the live registrations walk `key` did not see: capped, each confirmed by a 404."""
+    if not seen_count:
+        run.note = " ".join(
+            filter(None, [run.note, "The listing served no registrations; nothing was marked removed upstream."])
         )
         return
-    _reconcile_removals(run, client, walk)
-    run.save(update_fields=["removed", "note", *_PROGRESS_FIELDS])
-
-
-def _reconcile_removals(run, client, walk):
-    if not walk.seen:
-        run.note = "The listing served no registrations; nothing was marked removed upstream."
-        return
-    live = AppRegistration.objects.filter(removed_upstream_at__isnull=True)
-    stored = live.count()
+    stored = AppRegistration.objects.filter(removed_upstream_at__isnull=True).count()
     fraction = settings.VERIFIK_REMOVAL_MAX_FRACTION
     allowed = math.floor(stored * fraction)
-    candidates = []
-    for verifik_id in (
-        live.filter(first_synced_at__lt=run.started_at).values_list("verifik_id", flat=True).iterator(chunk_size=5000)
-    ):
-        if bytes.fromhex(verifik_id) not in walk.seen:
-            candidates.append(verifik_id)
-            if len(candidates) > allowed:
-                run.note = (
+    if seen.count_missing(key, run.started_at, allowed + 1) > allowed:
+        run.note = " ".join(
+            filter(
+                None,
+                [
+                    run.note,
                     f"More than {allowed} of the {stored} stored registrations (VERIFIK_REMOVAL_MAX_FRACTION = "
                     f"{fraction:g}) are missing from the listing; none was marked removed upstream. "
-                    "See the README, 'When the removal cap trips'."
-                )
-                log.warning("Sync run %s: %s", run.pk, run.note)
-                return
-    _confirm_and_mark(run, client, candidates)
+                    "See the README, 'When the removal cap trips'.",
+                ],
+            )
+        )
+        log.warning("Sync run %s: %s", run.pk, run.note)
+        return
+    _confirm_and_mark(run, client, _candidates(key, run.started_at))
+
+
+def _candidates(key, before):
+    """The anti-join's rows a chunk at a time, in id order: memory stays flat however many there are."""
+    after = ""
+    while chunk := seen.missing(key, before, CANDIDATES_CHUNK, after):
+        yield from chunk
+        after = chunk[-1]
 
 
 def _confirm_and_mark(run, client, candidates):

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id shared by every listing sync
 MAX_LISTED_FAILURES = 1000  # rejected records listed on one run (all are counted)
 SINGLE_RUN_ABANDONED_AFTER = timedelta(hours=1)  # a refresh takes seconds; one running this long is dead
+PARTITION_LOCK_WAIT = 60.0  # seconds a partition waits for another sync's brief hold of the lock (it then skips)
+FAMILY_WITHOUT_LIMIT = timedelta(days=1)  # how long a split full sync counts as alive when VERIFIK_SYNC_TIME_LIMIT is 0
 
 
 class SyncFailed(Exception):
@@ -33,6 +35,10 @@ class SyncFailed(Exception):
 
 class DeadlineExceeded(Exception):
     """A run went past one of its bounds (time, pages); the message names the setting."""
+
+
+class PartitionsFailed(Exception):
+    """At least one partition of a full sync failed: the family ends failed, nothing marked removed."""
 
 
 def account_budget():
@@ -107,21 +113,86 @@ def listing_lock():
 
 
 @contextmanager
+def partition_lock(wait=PARTITION_LOCK_WAIT):
+    """The shared side of the single-flight lock: partitions of one full sync run side by side.
+
+    Any other listing sync takes the lock exclusively, so it cannot start while
+    a partition holds the shared side; one that finds a split full sync alive
+    between its partitions skips at once, so a partition waits at most that long.
+    """
+    ends = time.monotonic() + wait
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock_shared(%s)", [SYNC_LOCK_KEY])
+            acquired = cursor.fetchone()[0]
+        if acquired or time.monotonic() > ends:
+            break
+        time.sleep(0.1)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [SYNC_LOCK_KEY])
+            except DatabaseError:
+                pass  # the lock died with its connection
+
+
+def family_horizon():
+    """Split full syncs started before this are past their deadline: VERIFIK_SYNC_TIME_LIMIT from their start."""
+    limit = settings.VERIFIK_SYNC_TIME_LIMIT
+    return timezone.now() - (timedelta(seconds=limit + 300) if limit else FAMILY_WITHOUT_LIMIT)
+
+
+def live_family(run):
+    """A full sync split into partitions that is still running within its deadline: it holds the single flight."""
+    return (
+        SyncRun.objects.filter(
+            kind=SyncRun.Kind.FULL, outcome=SyncRun.Outcome.RUNNING, partitions__gt=0, started_at__gte=family_horizon()
+        )
+        .exclude(pk=run.pk)
+        .first()
+    )
+
+
+@contextmanager
 def statement_timeout(seconds):
     """Bound every statement of the sync's connection; a hung query fails the run instead of holding the lock."""
-    if not seconds:
+    with sync_session(seconds, synchronous_commit=True):
+        yield
+
+
+@contextmanager
+def sync_session(seconds, synchronous_commit=False):
+    """The sync's connection settings for its duration: a statement timeout, and commits that do not wait for disk.
+
+    synchronous_commit = off: a commit returns before its WAL is flushed, so a
+    crash of Postgres can lose the last few hundred milliseconds of pages. The
+    mirror stays consistent (whole transactions are lost, never parts) and the
+    next sync fetches those pages again; nothing else writes on this connection
+    meanwhile. Both settings are reset when the sync ends (workers reuse it).
+    """
+    settings_sql, names = [], []
+    if seconds:
+        settings_sql.append(f"set_config('statement_timeout', '{int(seconds * 1000)}ms', false)")
+        names.append("statement_timeout")
+    if not synchronous_commit:
+        settings_sql.append("set_config('synchronous_commit', 'off', false)")
+        names.append("synchronous_commit")
+    if not settings_sql:
         yield
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(seconds * 1000)}ms"])
+        cursor.execute(f"SELECT {', '.join(settings_sql)}")
     try:
         yield
     finally:
         try:
             with connection.cursor() as cursor:
-                cursor.execute("RESET statement_timeout")
+                cursor.execute("; ".join(f"RESET {name}" for name in names))
         except DatabaseError:
-            pass  # the connection is gone, and its setting with it
+            pass  # the connection is gone, and its settings with it
 
 
 def finish(run, outcome, error="", counters=()):
@@ -141,7 +212,7 @@ def finish(run, outcome, error="", counters=()):
 
 def describe_failure(exc):
     """The words an operator reads on a failed run."""
-    if isinstance(exc, VerifikError | DeadlineExceeded):
+    if isinstance(exc, VerifikError | DeadlineExceeded | PartitionsFailed):
         return str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
         return "Stopped at the Celery task's soft time limit (VERIFIK_SYNC_TIME_LIMIT or VERIFIK_TASK_TIME_LIMIT)."
@@ -170,10 +241,15 @@ def record_failures(run, failures):
 def fail_abandoned_runs(run):
     """Mark runs whose worker died as failed.
 
-    A listing run still 'running' while we hold the lock cannot be running
-    anywhere. A single refresh takes seconds; one running for an hour is dead.
+    A listing run (or partition) still 'running' while we hold the lock, with no
+    split full sync alive, cannot be running anywhere. A single refresh takes seconds; one running for an hour is dead.
     """
-    abandoned = Q(kind__in=LISTING_KINDS, pk__lt=run.pk) | Q(started_at__lt=timezone.now() - SINGLE_RUN_ABANDONED_AFTER)
+    singles = (SyncRun.Kind.SINGLE, SyncRun.Kind.WEBHOOK)
+    abandoned = (
+        Q(kind__in=LISTING_KINDS, pk__lt=run.pk)
+        | Q(kind=SyncRun.Kind.PARTITION)  # the caller found no split full sync alive: its partitions are dead
+        | Q(kind__in=singles, started_at__lt=timezone.now() - SINGLE_RUN_ABANDONED_AFTER)
+    )
     SyncRun.objects.filter(abandoned, outcome=SyncRun.Outcome.RUNNING).update(
         outcome=SyncRun.Outcome.FAILED,
         finished_at=timezone.now(),

@@ -11,18 +11,20 @@ so only the guilty rows are rejected and the rest land.
 import json
 from dataclasses import dataclass, field
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
 from .. import cleaning, mapping
 from ..models import AppRegistration, StatusChange
+from . import seen as seen_ids
 
 # Columns a write never changes once the row exists.
 _INSERT_ONLY = ("verifik_id", "first_synced_at")
 # What each kind of write leaves as stored: a listing item knows nothing of the detail backlog's
 # queue, a detail payload nothing of the listing's fingerprint.
-_KEEP = {"listing": ("details_queued_at",), "detail": ("listing_hash",)}
+_KEEP = {"listing": ("details_queued_at",), "listing_new": ("details_queued_at",), "detail": ("listing_hash",)}
 _DETAIL_STATE = ["details_pending", "details_queued_at", "details_failures", "details_retry_at", "details_error"]
 _COLUMNS = [*mapping.MAPPED_FIELDS, "raw", "populated", "listing_hash", "detail_hash", *_DETAIL_STATE]
 _COLUMNS += ["first_synced_at", "last_synced_at", "removed_upstream_at", "erased_at"]
@@ -41,7 +43,8 @@ class PageResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # repeats within the page or of ids the walk saw before
+    fresh: int = 0  # ids the walk sees for the first time (set by the walk)
     unidentified: int = 0  # items without a usable _id: they cannot count as seen
     oversized: int = 0  # payload parts replaced by a marker
     cleaned: int = 0  # records stored after cleaning (NUL removed, deep JSON cut)
@@ -55,6 +58,13 @@ def _statement(kind):
     columns = ", ".join(quote(c) for c in _COLUMNS)
     skip = {*_INSERT_ONLY, *_KEEP[kind]}
     updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in _COLUMNS if c not in skip)
+    if kind == "listing_new":
+        # The page was COPY'd straight into the table (see _copy_new): only its first sights remain.
+        return f"""
+        INSERT INTO {history}
+            (registration_id, from_status, to_status, from_step, to_step, upstream_updated_at, observed_at, sync_run_id)
+        SELECT id, NULL, status, NULL, current_step, updated_at, %s, %s FROM {table} WHERE verifik_id = ANY(%s)
+        """  # noqa: S608 - identifiers are quoted names; values are parameters
     return f"""
         WITH old AS (
             SELECT r.id, r.verifik_id, r.status, r.current_step
@@ -82,13 +92,30 @@ def _write_batch(rows, kind, run_id, now):
     quote = connection.ops.quote_name
     table = quote(AppRegistration._meta.db_table)
     columns = ", ".join(quote(c) for c in _COLUMNS)
+    if kind == "listing_new":
+        return _copy_new(rows, statement, table, columns, run_id, now)
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} AS SELECT {columns} FROM {table} WITH NO DATA")  # noqa: S608
-        cursor.execute(f"TRUNCATE {_STAGE}")
+        # One round trip (no parameters: psycopg sends both statements as one simple query).
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} AS SELECT {columns} FROM {table} WITH NO DATA; TRUNCATE {_STAGE}"  # noqa: S608
+        )
         with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
         cursor.execute(statement, [now, run_id])
+
+
+def _copy_new(rows, statement, table, columns, run_id, now):
+    """A page of registrations new to the mirror: COPY straight into the table, then their first sights.
+
+    No stage table and no conflict handling: a registration stored meanwhile (a
+    refresh) makes the COPY fail, and write() stores the page again the guarded way.
+    """
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+        cursor.execute(statement, [now, run_id, [row["verifik_id"] for row in rows]])
 
 
 def _json(value):
@@ -99,9 +126,9 @@ def _is_row_fault(exc):
     """True when the data is to blame (a value Postgres refuses), False when the database is (connection, timeout)."""
     if isinstance(exc, UnicodeError | ValueError | OverflowError):
         return True
-    if not isinstance(exc, DatabaseError):
+    if not isinstance(exc, DatabaseError | psycopg.Error):  # COPY raises psycopg's own errors, unwrapped
         return False
-    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None) or ""
     return sqlstate[:2] in _ROW_FAULT_CLASSES or (not sqlstate and isinstance(exc, DataError))
 
 
@@ -116,6 +143,15 @@ def write(rows, kind, run_id=None, now=None):
     if not rows:
         return {}
     now = now or timezone.now()
+    if kind == "listing_new":
+        try:
+            with transaction.atomic():
+                _write_batch(rows, kind, run_id, now)
+            return {}
+        except Exception as exc:
+            if not _is_row_fault(exc):
+                raise
+            kind = "listing"  # a row stored meanwhile, or one the database refuses: the guarded way sorts it out
     try:
         with transaction.atomic():
             _write_batch(rows, kind, run_id, now)
@@ -182,16 +218,21 @@ def _prepare(payload, canonical_json):
     return mapping.map_registration(payload), bool(changes)
 
 
-def store_page(items, seen, run_id=None):
-    """Store one listing page atomically; `seen` collects ids (as bytes) across the walk to drop repeats.
+def store_page(items, seen=None, run_id=None, new_only=False):
+    """Store one listing page; `seen` drops repeats across a walk: a walk key (ids kept in Postgres) or a set.
 
     An item whose fingerprint matches its stored row is skipped before it is
-    even mapped: a no-change re-sync costs one narrow query per page. A
-    rejected item keeps its stored version (and fingerprint), so the next
-    sync tries it again.
+    even mapped: a no-change re-sync costs one narrow statement per page, which
+    also records the page's ids as seen by the walk. A repeat (an id the walk
+    already saw, e.g. on a re-read leading page or in two status partitions)
+    is skipped: the walk stored it, or rejected it, once already. A rejected item
+    keeps its stored version (and fingerprint), so the next sync tries it again.
+
+    `new_only` (with a walk key): the mirror held none of the walk's registrations
+    when it began (a first sync), so the page's stored state is not looked up.
     """
     result = PageResult()
-    batch = []
+    batch = {}
     for item in items:
         item_id = item.get("_id") if isinstance(item, dict) else None
         if not mapping.is_object_id(item_id):
@@ -200,58 +241,77 @@ def store_page(items, seen, run_id=None):
             result.failures.append({"id": shown, "reason": "_id: not a 24-hex-character id"})
             continue
         verifik_id = item_id.lower()
-        key = bytes.fromhex(verifik_id)  # 12 bytes, not a 24-character str: the set grows with the account
-        if key in seen:
+        if verifik_id in batch:
             result.duplicates += 1
             continue
-        seen.add(key)
-        batch.append((verifik_id, item, mapping.canonical(item)))
+        batch[verifik_id] = item
     if not batch:
         return result
+    walk = isinstance(seen, int)  # a walk key: the ids go to Postgres; else a set (or None) kept here
+    new_only = new_only and walk
+    if new_only:
+        fresh = seen_ids.mark(seen, batch)
+        looked_up = {verifik_id: (verifik_id in fresh, None) for verifik_id in batch}
+    else:
+        looked_up = seen_ids.mark_and_look_up(seen, batch) if walk else _look_up(batch, seen)
     now = timezone.now()
-    with transaction.atomic():
-        existing = {
+    new, changed, cleaned = [], [], set()
+    for verifik_id, item in batch.items():
+        first_sight, stored = looked_up[verifik_id]
+        if not first_sight:  # stored (or rejected) earlier in this walk
+            result.duplicates += 1
+            continue
+        canonical_json = mapping.canonical(item)
+        digest = mapping.fingerprint(canonical_json)
+        if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
+            result.unchanged += 1
+            continue
+        try:
+            mapped, was_cleaned = _prepare(item, canonical_json)
+        except mapping.MappingError as exc:
+            result.failures.append({"id": verifik_id, "reason": str(exc)})
+            continue
+        if was_cleaned:
+            cleaned.add(verifik_id)
+        if stored is None:
+            new.append((mapped, digest))
+        elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
+            result.unchanged += 1
+        else:
+            changed.append((mapped, digest))
+    stored_payloads = {}
+    if changed:
+        stored_payloads = {
             row["verifik_id"]: row
-            for row in AppRegistration.objects.filter(verifik_id__in=[verifik_id for verifik_id, _, _ in batch]).values(
-                "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
+            for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in changed]).values(
+                "verifik_id", "raw", "populated"
             )
         }
-        new, changed, cleaned = [], [], set()
-        for verifik_id, item, canonical_json in batch:
-            digest = mapping.fingerprint(canonical_json)
-            stored = existing.get(verifik_id)
-            if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
-                result.unchanged += 1
-                continue
-            try:
-                mapped, was_cleaned = _prepare(item, canonical_json)
-            except mapping.MappingError as exc:
-                result.failures.append({"id": verifik_id, "reason": str(exc)})
-                continue
-            if was_cleaned:
-                cleaned.add(verifik_id)
-            if stored is None:
-                new.append((mapped, digest))
-            elif stored["removed_upstream_at"] is None and _is_older(mapped, stored["updated_at"]):
-                result.unchanged += 1
-            else:
-                changed.append((mapped, digest))
-        stored_payloads = {}
-        if changed:
-            stored_payloads = {
-                row["verifik_id"]: row
-                for row in AppRegistration.objects.filter(verifik_id__in=[m.verifik_id for m, _ in changed]).values(
-                    "verifik_id", "raw", "populated"
-                )
-            }
-        rows = [_row(m, now=now, listing_hash=d) for m, d in new]
-        rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
-        refused = write(rows, "listing", run_id, now)
+    rows = [_row(m, now=now, listing_hash=d) for m, d in new]
+    rows += [_row(_merged(m, stored_payloads.get(m.verifik_id)), now=now, listing_hash=d) for m, d in changed]
+    refused = write(rows, "listing_new" if new_only else "listing", run_id, now)
     result.failures += [{"id": verifik_id, "reason": reason} for verifik_id, reason in refused.items()]
     result.created = sum(m.verifik_id not in refused for m, _ in new)
     result.updated = sum(m.verifik_id not in refused for m, _ in changed)
     result.cleaned = len(cleaned - refused.keys())
     result.oversized = sum(row["oversized_parts"] for row in rows if row["verifik_id"] not in refused)
+    return result
+
+
+def _look_up(batch, seen):
+    """The in-memory variant of seen.mark_and_look_up, for callers that store a page outside a walk."""
+    stored = {
+        row.pop("verifik_id"): row
+        for row in AppRegistration.objects.filter(verifik_id__in=list(batch)).values(
+            "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
+        )
+    }
+    result = {}
+    for verifik_id in batch:
+        first_sight = seen is None or verifik_id not in seen
+        if seen is not None:
+            seen.add(verifik_id)
+        result[verifik_id] = (first_sight, stored.get(verifik_id))
     return result
 
 

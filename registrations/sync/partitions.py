@@ -1,0 +1,225 @@
+"""A full sync split across workers: one walk per status (large statuses cut into page ranges).
+
+The parent SyncRun is the full sync; each partition is a child SyncRun walked by
+its own task, all of them recording what they see under the parent's walk key
+(seen.py). The single flight holds for the whole family: the parent plans and
+creates the partitions under the exclusive listing lock, partitions hold its
+shared side while they walk, and a sync that finds the family alive between
+partitions skips. The last partition to finish (counted on the parent's row,
+under a row lock) closes the family: removals are marked only when every
+partition succeeded and the family saw as many registrations as the listing
+reports, with the same cap and 404 confirmation as a single walk.
+"""
+
+import logging
+import math
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from verifik_admin.logs import bind
+
+from ..models import RegistrationStatus, SyncRun
+from . import details as backlog
+from . import runs, seen
+
+log = logging.getLogger(__name__)
+
+# Counters a partition adds to its parent when it ends.
+_COUNTERS = ["pages", "created", "updated", "unchanged", "failed", "cleaned", "oversized"]
+
+
+def plan(run, client, first, limit, deadline):
+    """The partitions of a full sync whose first page is `first`, or None to walk it in one go.
+
+    One single-item request per known status gives each status's total. The
+    account is walked in one go (with a note) when it is small, when the
+    listing ignores the status filter, or when the statuses' totals do not add
+    up to the account's (registrations of a status this version does not know
+    would be missed by status partitions).
+    """
+    span = settings.VERIFIK_SYNC_PARTITION_PAGES
+    if not span or first.pages <= span or not first.items:
+        return None
+    totals = {}
+    for status in RegistrationStatus.values:
+        deadline.check()
+        probe = client.list_page(1, 1, statuses=[status])
+        served = {item.get("status") for item in probe.items if isinstance(item, dict)}
+        if served - {status}:
+            _walked_whole(run, f"the listing ignored the status filter (asked for {status})")
+            return None
+        totals[status] = probe.total
+    if sum(totals.values()) != first.total:
+        _walked_whole(
+            run, f"the statuses' totals add up to {sum(totals.values())} where the listing reports {first.total}"
+        )
+        return None
+    specs = []
+    for status, total in totals.items():
+        pages = max(1, math.ceil(total / limit))  # an empty status still gets a walk: it may fill meanwhile
+        for start in range(1, pages + 1, span):
+            end = start + span - 1
+            specs.append({"status": status, "first": start, "last": None if end >= pages else end})
+    return specs
+
+
+def _walked_whole(run, why):
+    run.note = f"Walked as one listing, not split by status: {why}."
+    log.warning("Sync run %s: %s", run.pk, run.note)
+
+
+def split(run, specs, total, new_only=False):
+    """Create the partition runs (under the listing lock); the family is alive from here."""
+    children = SyncRun.objects.bulk_create(
+        SyncRun(
+            kind=SyncRun.Kind.PARTITION,
+            trigger=run.trigger,
+            user_id=run.user_id,
+            statuses=[spec["status"]],
+            partition=spec,
+            parent=run,
+        )
+        for spec in specs
+    )
+    run.partitions = len(children)
+    run.partition = {"total": total, "new_only": new_only}
+    run.save(update_fields=["partitions", "partition", "note"])
+    log.info("Sync run %s split into %d partitions", run.pk, len(children))
+    return [child.pk for child in children]
+
+
+def dispatch(run, partition_ids, client, details, on_partitions, on_details):
+    """Hand the partitions to workers, or (without `on_partitions`) walk them here one after another."""
+    try:
+        if on_partitions is not None:
+            on_partitions(run, partition_ids, details)
+        else:
+            for partition_id in partition_ids:
+                run_partition(partition_id, client=client, details=details, on_details=on_details)
+    except runs.SyncFailed:
+        raise
+    except Exception as exc:
+        SyncRun.objects.filter(parent=run, outcome=SyncRun.Outcome.RUNNING).update(
+            outcome=SyncRun.Outcome.FAILED, finished_at=timezone.now(), error="Its full sync failed to start it."
+        )
+        raise runs.fail(run, exc) from exc
+    run.refresh_from_db()
+    if run.outcome == SyncRun.Outcome.FAILED:
+        raise runs.SyncFailed(run)
+    return run
+
+
+def run_partition(partition_id, *, client=None, details=True, on_details=None, task_id=""):
+    """Walk one partition; the last of its family to finish closes the family. Returns the parent run.
+
+    Idempotent: a partition already finished (a task delivered twice) only
+    returns. Raises SyncFailed when it closed the family and the family failed.
+    """
+    child = SyncRun.objects.select_related("parent").get(pk=partition_id)
+    parent = child.parent
+    if child.outcome != SyncRun.Outcome.RUNNING:
+        return parent
+    client = client or runs.build_client()
+    if task_id:
+        child.task_id = task_id
+        child.save(update_fields=["task_id"])
+    with bind(run_id=parent.pk, partition_run_id=child.pk, task_id=task_id or None):
+        with runs.partition_lock() as acquired:
+            try:
+                if not acquired:
+                    raise runs.DeadlineExceeded(
+                        f"Another sync held the listing lock for {runs.PARTITION_LOCK_WAIT:g} s; partition not walked."
+                    )
+                _walk_partition(child, parent, client)
+                runs.finish(child, SyncRun.Outcome.SUCCEEDED)
+            except Exception as exc:  # the family fails below; the exception is recorded, not raised
+                runs.fail(child, exc)
+            last = _count_in(parent, child)
+        if last:
+            return close_family(parent.pk, client, details, on_details)
+    return parent
+
+
+def _walk_partition(child, parent, client):
+    from .listing import Walk  # listing imports this module
+
+    parent.refresh_from_db(fields=["outcome", "started_at", "partition"])
+    if parent.outcome != SyncRun.Outcome.RUNNING:
+        raise runs.DeadlineExceeded(f"Its full sync (run #{parent.pk}) had already ended.")
+    limit = settings.VERIFIK_SYNC_TIME_LIMIT
+    remaining = limit - (timezone.now() - parent.started_at).total_seconds() if limit else 0
+    if limit and remaining <= 0:
+        raise runs.DeadlineExceeded(f"Stopped after VERIFIK_SYNC_TIME_LIMIT ({limit:g} s).")
+    spec = child.partition
+    with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
+        walk = Walk(
+            client,
+            child,
+            [spec["status"]],
+            settings.VERIFIK_PAGE_SIZE,
+            runs.Deadline(remaining),
+            key=parent.pk,
+            pages=(spec["first"], spec["last"]),
+            new_only=parent.partition.get("new_only", False),
+        )
+        walk.run_pass()
+    child.partition = {**spec, "seen": walk.distinct, "unidentified": walk.unidentified}
+    child.save(update_fields=["partition"])
+
+
+def _count_in(parent, child):
+    """Add a finished partition's counters to its parent; True for the last partition of the family."""
+    with transaction.atomic():
+        row = SyncRun.objects.select_for_update().get(pk=parent.pk)
+        for name in _COUNTERS:
+            setattr(row, name, getattr(row, name) + getattr(child, name))
+        room = runs.MAX_LISTED_FAILURES - len(row.failures)
+        row.failures = row.failures + child.failures[: max(room, 0)]
+        row.seen += child.seen  # repeats across partitions included; the family's distinct count replaces it
+        row.partitions_done += 1
+        row.save(update_fields=[*_COUNTERS, "failures", "seen", "partitions_done"])
+        return row.partitions_done >= row.partitions
+
+
+def close_family(parent_id, client, details, on_details):
+    """The last partition's step: removals only when every partition completed; then the detail backlog."""
+    from .listing import reconcile_removals
+
+    run = SyncRun.objects.get(pk=parent_id)
+    children = list(run.partition_runs.order_by("pk"))
+    try:
+        with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
+            failed = [child for child in children if child.outcome != SyncRun.Outcome.SUCCEEDED]
+            if failed:
+                what = failed[0].partition
+                raise runs.PartitionsFailed(
+                    f"{len(failed)} of {len(children)} partitions failed; nothing was marked removed upstream. "
+                    f"First: {what.get('status')} from page {what.get('first')} (run #{failed[0].pk}): "
+                    f"{failed[0].error}"
+                )
+            run.seen = seen.count(run.pk)
+            unidentified = sum(child.partition.get("unidentified", 0) for child in children)
+            reported = max(run.partition.get("total", 0), client.list_page(1, 1).total)
+            if run.seen + unidentified < reported:
+                run.note = " ".join(
+                    filter(
+                        None,
+                        [
+                            run.note,
+                            f"The listing kept changing during the sync ({run.seen} seen, {reported} reported); "
+                            "registrations missing from it were not marked removed upstream. The next full sync will.",
+                        ],
+                    )
+                )
+            else:
+                reconcile_removals(run, client, run.pk, run.seen)
+            run.save(update_fields=["seen", "removed", "note"])
+            if details:
+                backlog.process_backlog(run, client, on_details)
+    except Exception as exc:
+        raise runs.fail(run, exc) from exc
+    finally:
+        seen.forget(run.pk)
+    return runs.finish(run, SyncRun.Outcome.SUCCEEDED)

@@ -1,0 +1,114 @@
+"""The ids a walk has seen, kept in Postgres (an UNLOGGED scratch table) rather than in the walker's memory.
+
+A walk is keyed by an integer: a sequential full sync uses its run's id (its second pass, when the
+listing changed under the first, the negated id); every partition of a full sync split across
+workers uses the parent run's id, so removals are one anti-join against what the whole family saw.
+Rows go when the walk ends; the table is unlogged because a crash that empties it costs nothing
+but a walk the next sync repeats anyway.
+"""
+
+from django.db import connection
+
+from ..models import AppRegistration
+
+TABLE = "registrations_sync_seen"
+
+
+def mark_and_look_up(walk, verifik_ids):
+    """Record `verifik_ids` (distinct, lower-case) as seen by `walk`, in the same round trip as their stored state.
+
+    Returns {verifik_id: (first_sight, stored)} where first_sight is False for an id this walk
+    had already seen, and stored is None for a registration not in the mirror or a dict of the
+    columns change detection needs.
+    """
+    table = connection.ops.quote_name(AppRegistration._meta.db_table)
+    sql = f"""
+        WITH page AS (SELECT unnest(%s::varchar[]) AS verifik_id),
+        fresh AS (
+            INSERT INTO {TABLE} (walk, verifik_id) SELECT %s, verifik_id FROM page
+            ON CONFLICT DO NOTHING RETURNING verifik_id
+        )
+        SELECT p.verifik_id, f.verifik_id IS NOT NULL, r.id IS NOT NULL, r.listing_hash, r.updated_at,
+               r.removed_upstream_at
+        FROM page p LEFT JOIN fresh f ON f.verifik_id = p.verifik_id
+        LEFT JOIN {table} r ON r.verifik_id = p.verifik_id
+    """  # noqa: S608 - quoted names; values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(verifik_ids), walk])
+        rows = cursor.fetchall()
+    return {
+        verifik_id: (
+            first,
+            {"listing_hash": digest, "updated_at": updated_at, "removed_upstream_at": removed_at} if exists else None,
+        )
+        for verifik_id, first, exists, digest, updated_at, removed_at in rows
+    }
+
+
+def mark(walk, verifik_ids):
+    """Record `verifik_ids` as seen by `walk`; returns the set of those it had not seen before."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} (walk, verifik_id) SELECT %s, unnest(%s::varchar[]) "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING verifik_id",
+            [walk, list(verifik_ids)],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def count(walk):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {TABLE} WHERE walk = %s", [walk])  # noqa: S608
+        return cursor.fetchone()[0]
+
+
+def count_missing(walk, before, cap):
+    """How many registrations `missing` would list, counting no further than `cap`.
+
+    The scratch table is analyzed first: emptied and refilled since its last
+    statistics, it would look empty to the planner, which then picks a nested
+    loop over it (measured: 330 ms at 1,000 registrations, against 2 ms hashed).
+    """
+    table = connection.ops.quote_name(AppRegistration._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TABLE}")
+        cursor.execute(
+            f"""
+            SELECT count(*) FROM (
+                SELECT 1 FROM {table} r
+                WHERE r.removed_upstream_at IS NULL AND r.first_synced_at < %s
+                  AND NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.walk = %s AND s.verifik_id = r.verifik_id)
+                LIMIT %s
+            ) candidates
+            """,  # noqa: S608
+            [before, walk, cap],
+        )
+        return cursor.fetchone()[0]
+
+
+def missing(walk, before, limit, after=""):
+    """Live registrations first stored before `before` that `walk` did not see: up to `limit`, by id after `after`.
+
+    One anti-join (a hash join over the walk's ids), read in id order so a caller can page through it.
+    """
+    table = connection.ops.quote_name(AppRegistration._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT r.verifik_id FROM {table} r
+            WHERE r.removed_upstream_at IS NULL AND r.first_synced_at < %s AND r.verifik_id > %s
+              AND NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.walk = %s AND s.verifik_id = r.verifik_id)
+            ORDER BY r.verifik_id LIMIT %s
+            """,  # noqa: S608
+            [before, after, walk, limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def forget(*walks):
+    """Drop what these walks saw; with no walk, everything (no walk can be running: the caller holds the lock)."""
+    with connection.cursor() as cursor:
+        if walks:
+            cursor.execute(f"DELETE FROM {TABLE} WHERE walk = ANY(%s)", [list(walks)])  # noqa: S608
+        else:
+            cursor.execute(f"TRUNCATE {TABLE}")  # noqa: S608
