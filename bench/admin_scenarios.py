@@ -1,5 +1,5 @@
 """Scenario 6: the admin at a large account, against a stock ModelAdmin on the same data.
-Scenario 7: the review desk. Scenario 8: the audit trail (the write on a detail view, the audit list)."""
+Scenario 7: the review desk. Scenario 10: the audit trail (the write on a detail view, the audit list)."""
 
 import re
 import statistics
@@ -162,7 +162,7 @@ def review_desk_at_scale(count, decisions, reps):
 
 
 def privacy_at_scale(count, reps, export_rows):
-    """Scenario 9: masking's cost (an analyst's pages against a reviewer's) and an export's peak memory.
+    """Scenario 11: masking's cost (an analyst's pages against a reviewer's) and an export's peak memory.
 
     Both users see the same rows; the analyst's are masked and need one more query (their
     open reveals). The export runs in a fresh process (bench/export_memory.py) over the HTTP
@@ -390,7 +390,7 @@ def filter_views(count, per_page=50):
 
 
 def filters_at_scale(count, reps):
-    """Scenario 8: every filter and pair of the status, red-flags and failed-validation filters, and deep pages."""
+    """Scenario 12: every filter and pair of the status, red-flags and failed-validation filters, and deep pages."""
     if AppRegistration.objects.count() != count:
         generate(count)
     with connection.cursor() as cursor:

@@ -1,4 +1,4 @@
-"""Scenario 8: the API request rate under the shared budget, second by second.
+"""Scenario 9: the API request rate under the shared budget, second by second.
 
 Two real worker processes (a full sync, then its detail fan-out) and a third
 process refreshing registrations share VERIFIK_API_RATE through Redis against

@@ -1,4 +1,4 @@
-"""Scenario 9 helper: one CSV export over the admin view in a fresh process; prints JSON with its peak RSS.
+"""Scenario 11 helper: one CSV export over the admin view in a fresh process; prints JSON with its peak RSS.
 
 The peak is VmHWM from /proc (see bench/memory.py); the RSS just before the export is
 printed too, so the export's own share is visible. The response is consumed and dropped

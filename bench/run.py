@@ -246,7 +246,7 @@ def report_sync(s):
 def report_budget(b):
     throttled = [int(t) for t in b["rate_limited_at"]]
     print_table(
-        f"8. API requests per second under the shared budget: VERIFIK_API_RATE={b['rate']}, "
+        f"9. API requests per second under the shared budget: VERIFIK_API_RATE={b['rate']}, "
         f"2 workers of {b['concurrency']} processes "
         f"and 1 refreshing process, {b['latency'] * 1000:.0f} ms a request, 429s injected",
         ["second", "requests", "429s", ""],
@@ -299,7 +299,7 @@ def report_review(r):
 
 def report_audit(a):
     print_table(
-        f"8. Audit trail at {a['count']} registrations, {a['events']} audit events (median server time)",
+        f"10. Audit trail at {a['count']} registrations, {a['events']} audit events (median server time)",
         ["view", "ms", "queries", "full scans", "slowest query ms"],
         [[v["view"], f"{v['ms']:.0f}", v["queries"], v["full_scans"], f"{v['slowest_ms']:.0f}"] for v in a["views"]],
     )
@@ -313,7 +313,7 @@ def report_audit(a):
 
 def report_privacy(p):
     print_table(
-        f"9. Masking at {p['count']} registrations: an analyst's pages against a reviewer's (median server time)",
+        f"11. Masking at {p['count']} registrations: an analyst's pages against a reviewer's (median server time)",
         ["view", "reviewer ms", "analyst ms", "analyst / reviewer", "paired", "queries (reviewer, analyst)"],
         [
             [
@@ -351,7 +351,7 @@ def report_privacy(p):
 def report_filters(f):
     views = f["views"]
     print_table(
-        f"8. Every filter and filter pair, and deep pages, at {f['count']} registrations (median server time)",
+        f"12. Every filter and filter pair, and deep pages, at {f['count']} registrations (median server time)",
         ["view", "ms", "queries", "shown", "rows", "slowest query ms", "target"],
         [
             [

@@ -80,13 +80,13 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path):
     assert audit["events"] >= 20_000 and audit["detail_ms_with_audit"] > 0 and audit["detail_ms_without_audit"] > 0
     assert {v["view"] for v in audit["views"]} >= {"audit list", "actor", "search a registration"}
     assert all(v["queries"] <= 12 for v in audit["views"])
-    assert "8. Audit trail at" in result.stdout
+    assert "10. Audit trail at" in result.stdout
     privacy = report["privacy"]
     pages = {v["view"]: v for v in privacy["views"]}
     assert set(pages) == {"default list", "search email fragment", "detail"}
     assert pages["default list"]["analyst_queries"] == pages["default list"]["reviewer_queries"] + 1
     assert len(privacy["exports"]) == 2 and all(e["rows"] > 0 and e["peak_rss_kb"] > 0 for e in privacy["exports"])
-    assert "9. Masking at" in result.stdout
+    assert "11. Masking at" in result.stdout
     filtered = {v["view"]: v for v in report["filters"]["views"]}
     pairs = [name for name in filtered if name.count("=") == 2 and "page" not in name]
     assert len(pairs) == 7 * 3 + 7 * 5 + 3 * 5 and all(v["queries"] <= 12 for v in filtered.values())

@@ -316,4 +316,4 @@ def test_the_budget_benchmark_runs_and_reports_its_trace(tmp_path):
     trace = json.loads(output.read_text())["budget"]
     assert len(trace["per_second"]) == 10 and sum(trace["per_second"]) == trace["requests"] > 0
     assert len(trace["rate_limited_at"]) == 3 and trace["ceiling"] == 21
-    assert "8. API requests per second under the shared budget" in result.stdout
+    assert "9. API requests per second under the shared budget" in result.stdout
