@@ -299,7 +299,8 @@ def test_two_workers_and_a_refreshing_process_share_one_budget_and_back_off_toge
     assert before >= 10, f"the three processes should want more than the budget: {trace}"
     assert after < 0.8 * before, trace
     assert SyncRun.objects.filter(kind="single", outcome="succeeded").count() >= 5
-    assert SyncRun.objects.get(kind="full").details_fetched >= 20
+    # The backlog drew on the budget too, though refreshes go first and the refresher always waits for one.
+    assert SyncRun.objects.get(kind="full").details_fetched >= 5
 
 
 @pytest.mark.timeout(300)
