@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 from django.utils import timezone
 
-from registrations import queue, review, timeline
+from registrations import queue, review, selectors, timeline
 from registrations.models import (
     AppRegistration,
     ReviewAssignment,
@@ -227,6 +227,44 @@ def test_overdue_after_the_sla(settings):
     assert in_queue("overdue") == {old.verifik_id}
     settings.VERIFIK_REVIEW_SLA_HOURS = 0.0005  # 1.8 seconds
     wait_until(lambda: fresh.verifik_id in in_queue("overdue"), timeout=10, what="the fresh one to be overdue")
+
+
+def test_the_overdue_count_is_the_queue_less_its_recent_rows(rita):
+    """Every way into the queue, once long ago and once recently: counted, capped and listed alike."""
+    now = timezone.now()
+    ago = lambda hours: now - timedelta(hours=hours)  # noqa: E731
+    for hours in (50, 3):  # undecided, first sight
+        registration(seen_ago=timedelta(hours=hours))
+    for hours in (30, 2):  # undecided, its status moved
+        moved = registration("ONGOING", red_flags=3, seen_ago=timedelta(hours=80))
+        StatusChange.objects.create(
+            registration=moved, from_status="ONGOING", to_status="FAILED", observed_at=ago(hours)
+        )
+        AppRegistration.objects.filter(pk=moved.pk).update(status="FAILED")
+    for hours in (26, 1):  # escalated
+        review.decide(registration(seen_ago=timedelta(hours=70)), rita, "escalated", "Senior", now=ago(hours))
+    for hours in (40, 4):  # an approval waiting for its second reviewer
+        review.decide(
+            registration("ONGOING", red_flags=6, seen_ago=timedelta(hours=90)), rita, "approved", now=ago(hours)
+        )
+    for hours in (28, 5):  # changed at Verifik after its rejection
+        changed = registration(seen_ago=timedelta(hours=60))
+        review.decide(changed, rita, "rejected", "No", now=ago(59))
+        AppRegistration.objects.filter(pk=changed.pk).update(updated_at=ago(hours), last_synced_at=ago(hours))
+    review.decide(registration(seen_ago=timedelta(hours=100)), rita, "rejected", "Fraud")  # closed
+    registration("COMPLETED", seen_ago=timedelta(hours=100))  # not for review
+
+    base = AppRegistration.objects.all()
+    for _ in ("live", "stored"):
+        assert len(in_queue("overdue")) == 5 and len(in_queue("needs_review")) == 10
+        assert queue.size(base, "overdue") == selectors.Count(5)
+        assert queue.queue_and_overdue(base) == (selectors.Count(10), selectors.Count(5))
+        # Capped: the queue past the cap, the overdue rows within it; both past it; recent rows past it.
+        assert queue.queue_and_overdue(base, cap=6) == (selectors.Count(6, exact=False), selectors.Count(5))
+        assert queue.queue_and_overdue(base, cap=4) == (selectors.Count(4, exact=False),) * 2
+        assert queue.size(base, "overdue", cap=4) == selectors.Count(4, exact=False)
+        assert queue.queue_and_overdue(base, cap=2) == (selectors.Count(2, exact=False),) * 2
+        review.check_versions()  # the stored copy of versions gives the same answer
 
 
 # --- assignment and comments ------------------------------------------------------------------
