@@ -331,8 +331,13 @@ def size(base, view=None, decision=None, user=None, now=None, reached=None, cap=
     first = selectors.capped_count(chosen[0], cap)
     if not first.exact or len(chosen) == 1:
         return first
-    union = chosen[0].order_by().union(*(leg.order_by() for leg in chosen[1:]), all=True)
-    return selectors.capped_count(union, cap)
+    # The legs are disjoint: the others are counted up to what the cap leaves, not the first again.
+    cap = selectors.COUNT_CAP if cap is None else cap
+    rest = chosen[1].order_by()
+    if len(chosen) > 2:
+        rest = rest.union(*(leg.order_by() for leg in chosen[2:]), all=True)
+    others = selectors.capped_count(rest, cap - first.value)
+    return selectors.Count(first.value + others.value) if others.exact else selectors.Count(cap, exact=False)
 
 
 def queue_and_overdue(base, user=None, now=None, reached=None, cap=None):

@@ -247,24 +247,29 @@ def test_the_overdue_count_is_the_queue_less_its_recent_rows(rita):
         review.decide(
             registration("ONGOING", red_flags=6, seen_ago=timedelta(hours=90)), rita, "approved", now=ago(hours)
         )
-    for hours in (28, 5):  # changed at Verifik after its rejection
+    for hours, synced in ((28, ago(28)), (5, ago(5)), (27, now)):  # changed at Verifik after its rejection
         changed = registration(seen_ago=timedelta(hours=60))
         review.decide(changed, rita, "rejected", "No", now=ago(59))
-        AppRegistration.objects.filter(pk=changed.pk).update(updated_at=ago(hours), last_synced_at=ago(hours))
+        AppRegistration.objects.filter(pk=changed.pk).update(updated_at=ago(hours), last_synced_at=synced)
     review.decide(registration(seen_ago=timedelta(hours=100)), rita, "rejected", "Fraud")  # closed
     registration("COMPLETED", seen_ago=timedelta(hours=100))  # not for review
 
     base = AppRegistration.objects.all()
-    for _ in ("live", "stored"):
-        assert len(in_queue("overdue")) == 5 and len(in_queue("needs_review")) == 10
-        assert queue.size(base, "overdue") == selectors.Count(5)
-        assert queue.queue_and_overdue(base) == (selectors.Count(10), selectors.Count(5))
-        # Capped: the queue past the cap, the overdue rows within it; both past it; recent rows past it.
-        assert queue.queue_and_overdue(base, cap=6) == (selectors.Count(6, exact=False), selectors.Count(5))
-        assert queue.queue_and_overdue(base, cap=4) == (selectors.Count(4, exact=False),) * 2
-        assert queue.size(base, "overdue", cap=4) == selectors.Count(4, exact=False)
-        assert queue.queue_and_overdue(base, cap=2) == (selectors.Count(2, exact=False),) * 2
-        review.check_versions()  # the stored copy of versions gives the same answer
+    over = selectors.Count
+    for _ in ("live", "stored"):  # versions compared live, then two of the three from the stored copy
+        assert len(in_queue("overdue")) == 6 and len(in_queue("needs_review")) == 11
+        assert queue.size(base, "overdue") == over(6)
+        assert queue.queue_and_overdue(base) == (over(11), over(6))
+        # Capped: the queue past the cap, not the overdue rows; both past it; the recent rows past it.
+        assert queue.queue_and_overdue(base, cap=6) == (over(6, exact=False), over(6))
+        assert queue.queue_and_overdue(base, cap=5) == (over(5, exact=False),) * 2
+        assert queue.queue_and_overdue(base, cap=4) == (over(4, exact=False),) * 2
+        assert queue.size(base, "overdue", cap=4) == over(4, exact=False)
+        # The changed-since legs are disjoint: each counted once, together up to the cap.
+        assert queue.size(base, decision="changed_since") == over(3)
+        assert queue.size(base, decision="changed_since", cap=2) == over(2, exact=False)
+        review.check_versions()
+    assert queue.checkpoint() is not None
 
 
 # --- assignment and comments ------------------------------------------------------------------
