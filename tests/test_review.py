@@ -257,17 +257,18 @@ def test_the_overdue_count_is_the_queue_less_its_recent_rows(rita):
     base = AppRegistration.objects.all()
     over = selectors.Count
     for _ in ("live", "stored"):  # versions compared live, then two of the three from the stored copy
+        at = {"reached": queue.checkpoint()}
         assert len(in_queue("overdue")) == 6 and len(in_queue("needs_review")) == 11
-        assert queue.size(base, "overdue") == over(6)
-        assert queue.queue_and_overdue(base) == (over(11), over(6))
+        assert queue.size(base, "overdue", **at) == over(6)
+        assert queue.queue_and_overdue(base, **at) == (over(11), over(6))
         # Capped: the queue past the cap, not the overdue rows; both past it; the recent rows past it.
-        assert queue.queue_and_overdue(base, cap=6) == (over(6, exact=False), over(6))
-        assert queue.queue_and_overdue(base, cap=5) == (over(5, exact=False),) * 2
-        assert queue.queue_and_overdue(base, cap=4) == (over(4, exact=False),) * 2
-        assert queue.size(base, "overdue", cap=4) == over(4, exact=False)
+        assert queue.queue_and_overdue(base, **at, cap=6) == (over(6, exact=False), over(6))
+        assert queue.queue_and_overdue(base, **at, cap=5) == (over(5, exact=False),) * 2
+        assert queue.queue_and_overdue(base, **at, cap=4) == (over(4, exact=False),) * 2
+        assert queue.size(base, "overdue", **at, cap=4) == over(4, exact=False)
         # The changed-since legs are disjoint: each counted once, together up to the cap.
-        assert queue.size(base, decision="changed_since") == over(3)
-        assert queue.size(base, decision="changed_since", cap=2) == over(2, exact=False)
+        assert queue.size(base, decision="changed_since", **at) == over(3)
+        assert queue.size(base, decision="changed_since", **at, cap=2) == over(2, exact=False)
         review.check_versions()
     assert queue.checkpoint() is not None
 
