@@ -21,6 +21,7 @@ and one `UNION ALL` merges them (docs/DESIGN.md, "Review desk").
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connections
 from django.db.models import (
     BooleanField,
     Case,
@@ -359,19 +360,29 @@ def _by_difference(base, user=None, now=None, reached=None, cap=None):
 
     Counting the overdue rows themselves walks the oldest leg through its index and checks
     every entry's decision and status moves (70-170 ms at 1M for the 10,001 the cap reads).
-    Here the queue is counted over the plain filter, as `queue=needs_review` is, up to the cap
-    plus the recent rows, and the recent rows are an index range at the young end of each leg:
-    a few hundred in a big backlog. When even those pass the cap, None: the legs are counted.
+    Here the recent rows are an index range at the young end of each leg (a few hundred in a
+    big backlog), and the queue is counted over the plain filter, as `queue=needs_review` is,
+    up to the cap plus those rows: one statement, the second count's LIMIT read from the first.
+    When the recent rows alone pass the cap, None: the legs are counted as they are.
     """
     cap = selectors.COUNT_CAP if cap is None else cap
     now = now or timezone.now()
     fresh_legs = legs(base, "needs_review", user=user, now=now, reached=reached, since=overdue_cutoff(now))
-    fresh_union = fresh_legs[0].order_by().union(*(leg.order_by() for leg in fresh_legs[1:]), all=True)
-    fresh = selectors.capped_count(fresh_union, cap)
-    if not fresh.exact:
+    fresh = fresh_legs[0].order_by().union(*(leg.order_by() for leg in fresh_legs[1:]), all=True)[: cap + 1]
+    waiting = with_review(base).filter(queue_q("needs_review")).select_related(None).values("pk").order_by()
+    fresh_sql, fresh_params = fresh.query.sql_with_params()
+    waiting_sql, waiting_params = waiting.query.sql_with_params()
+    # Both parts are the ORM's own SQL; every value is a parameter.
+    sql = (
+        f"WITH fresh AS (SELECT COUNT(*) AS n FROM ({fresh_sql}) AS f) SELECT (SELECT n FROM fresh), "  # noqa: S608
+        f"(SELECT COUNT(*) FROM ({waiting_sql} LIMIT %s + (SELECT n FROM fresh)) AS w)"
+    )
+    with connections[base.db].cursor() as cursor:
+        cursor.execute(sql, (*fresh_params, *waiting_params, cap + 1))
+        fresh_count, waiting_count = cursor.fetchone()
+    if fresh_count > cap:
         return None
-    waiting = selectors.capped_count(with_review(base).filter(queue_q("needs_review")), cap + fresh.value)
-    if not waiting.exact:
-        return selectors.Count(cap, exact=False), selectors.Count(cap, exact=False)
-    in_queue = selectors.Count(waiting.value) if waiting.value <= cap else selectors.Count(cap, exact=False)
-    return in_queue, selectors.Count(waiting.value - fresh.value)
+    in_queue = selectors.Count(waiting_count) if waiting_count <= cap else selectors.Count(cap, exact=False)
+    if waiting_count > cap + fresh_count:
+        return in_queue, selectors.Count(cap, exact=False)
+    return in_queue, selectors.Count(waiting_count - fresh_count)
