@@ -21,6 +21,7 @@ and one `UNION ALL` merges them (docs/DESIGN.md, "Review desk").
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import (
     BooleanField,
@@ -370,8 +371,14 @@ def _by_difference(base, user=None, now=None, reached=None, cap=None):
     fresh_legs = legs(base, "needs_review", user=user, now=now, reached=reached, since=overdue_cutoff(now))
     fresh = fresh_legs[0].order_by().union(*(leg.order_by() for leg in fresh_legs[1:]), all=True)[: cap + 1]
     waiting = with_review(base).filter(queue_q("needs_review")).select_related(None).values("pk").order_by()
-    fresh_sql, fresh_params = fresh.query.sql_with_params()
-    waiting_sql, waiting_params = waiting.query.sql_with_params()
+    try:
+        waiting_sql, waiting_params = waiting.query.sql_with_params()
+    except EmptyResultSet:  # the list's filters match nothing (a search without hits: pk IN ())
+        return selectors.Count(0), selectors.Count(0)
+    try:
+        fresh_sql, fresh_params = fresh.query.sql_with_params()
+    except EmptyResultSet:  # no leg can hold a row (every one's filters are empty)
+        fresh_sql, fresh_params = "SELECT 1 WHERE false", ()
     # Both parts are the ORM's own SQL; every value is a parameter.
     sql = (
         f"WITH fresh AS (SELECT COUNT(*) AS n FROM ({fresh_sql}) AS f) SELECT (SELECT n FROM fresh), "  # noqa: S608

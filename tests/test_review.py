@@ -273,6 +273,18 @@ def test_the_overdue_count_is_the_queue_less_its_recent_rows(rita):
     assert queue.checkpoint() is not None
 
 
+def test_overdue_and_the_dashboard_over_a_filter_that_matches_nothing(client, rita):
+    """An empty search makes the base an empty set (`pk__in=[]`): the queue views and counts say 0."""
+    registration(seen_ago=timedelta(hours=50))
+    client.force_login(rita)
+    for view in ("overdue", "needs_review"):
+        response = client.get(LIST + f"?queue={view}&q=nobody-matches-this")
+        assert response.status_code == 200 and list(response.context["cl"].result_list) == []
+        assert response.context["cl"].result_count == 0
+    nothing = AppRegistration.objects.filter(pk__in=[])
+    assert queue.queue_and_overdue(nothing) == (selectors.Count(0), selectors.Count(0))
+
+
 # --- assignment and comments ------------------------------------------------------------------
 
 
