@@ -285,6 +285,25 @@ def test_overdue_and_the_dashboard_over_a_filter_that_matches_nothing(client, ri
     assert queue.queue_and_overdue(nothing) == (selectors.Count(0), selectors.Count(0))
 
 
+def test_review_desk_reads_run_serial_and_other_lists_reset_it(client, rita):
+    """Queue views and the dashboard turn parallel workers off for their reads; any other list turns
+    them back on, as the connection is shared between requests."""
+    from django.db import connection
+
+    def workers():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW max_parallel_workers_per_gather")
+            return cursor.fetchone()[0]
+
+    default = workers()
+    client.force_login(rita)
+    assert client.get(LIST + "?queue=overdue").status_code == 200 and workers() == "0"
+    assert client.get(LIST + "?status=COMPLETED").status_code == 200 and workers() == default
+    assert client.get("/admin/registrations/dashboard/").status_code == 200
+    assert workers() == "0"
+    assert client.get(LIST).status_code == 200 and workers() == default != "0"
+
+
 # --- assignment and comments ------------------------------------------------------------------
 
 
