@@ -46,10 +46,11 @@ def figures(now=None):
         )
         if decided >= entered
     ]
+    in_queue, overdue = queue.queue_and_overdue(base, now=now, reached=reached)
     return Figures(
         days=days,
-        queue=queue.size(base, "needs_review", now=now, reached=reached),
-        overdue=queue.size(base, "overdue", now=now, reached=reached),
+        queue=in_queue,
+        overdue=overdue,
         awaiting_second=queue.size(base, "awaiting_second", now=now, reached=reached),
         decisions=_by_day(recent, "decided_at", "outcome"),
         median_to_decision=statistics.median(waits) if waits else None,

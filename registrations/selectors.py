@@ -12,12 +12,18 @@ from .models import LISTING_KINDS, AppRegistration, SyncRun
 STALE_AFTER = timedelta(hours=24)
 
 
-def without_jit():
+def without_jit(serial=False):
     """Turn Postgres' JIT off for this connection: the admin's reads are bounded (a page, a count
     capped at `COUNT_CAP` + 1 rows), yet their plans cost enough to be compiled, which took
-    100-450 ms of a 1M-row queue count. A session setting, so the sync's connections keep theirs."""
+    100-450 ms of a 1M-row queue count. A session setting, so the sync's connections keep theirs.
+
+    `serial`: no parallel workers either, for the review desk (queue views, dashboard): its counts
+    read a few thousand index entries, and starting workers on a shared 2-CPU machine cost more
+    than they saved (overdue 140-155 -> 121-140 ms, dashboard 250-265 -> 190-210 ms at load 2).
+    Every other list resets it, in the same statement, as the connection may be reused."""
+    parallel = "SET max_parallel_workers_per_gather = 0" if serial else "RESET max_parallel_workers_per_gather"
     with connection.cursor() as cursor:
-        cursor.execute("SET jit = off")
+        cursor.execute(f"SET jit = off; {parallel}")
 
 
 def distinct_values(*field_names, limit=200):

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 from django.utils import timezone
 
-from registrations import queue, review, timeline
+from registrations import queue, review, selectors, timeline
 from registrations.models import (
     AppRegistration,
     ReviewAssignment,
@@ -227,6 +227,81 @@ def test_overdue_after_the_sla(settings):
     assert in_queue("overdue") == {old.verifik_id}
     settings.VERIFIK_REVIEW_SLA_HOURS = 0.0005  # 1.8 seconds
     wait_until(lambda: fresh.verifik_id in in_queue("overdue"), timeout=10, what="the fresh one to be overdue")
+
+
+def test_the_overdue_count_is_the_queue_less_its_recent_rows(rita):
+    """Every way into the queue, once long ago and once recently: counted, capped and listed alike."""
+    now = timezone.now()
+    ago = lambda hours: now - timedelta(hours=hours)  # noqa: E731
+    for hours in (50, 3):  # undecided, first sight
+        registration(seen_ago=timedelta(hours=hours))
+    for hours in (30, 2):  # undecided, its status moved
+        moved = registration("ONGOING", red_flags=3, seen_ago=timedelta(hours=80))
+        StatusChange.objects.create(
+            registration=moved, from_status="ONGOING", to_status="FAILED", observed_at=ago(hours)
+        )
+        AppRegistration.objects.filter(pk=moved.pk).update(status="FAILED")
+    for hours in (26, 1):  # escalated
+        review.decide(registration(seen_ago=timedelta(hours=70)), rita, "escalated", "Senior", now=ago(hours))
+    for hours in (40, 4):  # an approval waiting for its second reviewer
+        review.decide(
+            registration("ONGOING", red_flags=6, seen_ago=timedelta(hours=90)), rita, "approved", now=ago(hours)
+        )
+    for hours, synced in ((28, ago(28)), (5, ago(5)), (27, now)):  # changed at Verifik after its rejection
+        changed = registration(seen_ago=timedelta(hours=60))
+        review.decide(changed, rita, "rejected", "No", now=ago(59))
+        AppRegistration.objects.filter(pk=changed.pk).update(updated_at=ago(hours), last_synced_at=synced)
+    review.decide(registration(seen_ago=timedelta(hours=100)), rita, "rejected", "Fraud")  # closed
+    registration("COMPLETED", seen_ago=timedelta(hours=100))  # not for review
+
+    base = AppRegistration.objects.all()
+    over = selectors.Count
+    for _ in ("live", "stored"):  # versions compared live, then two of the three from the stored copy
+        at = {"reached": queue.checkpoint()}
+        assert len(in_queue("overdue")) == 6 and len(in_queue("needs_review")) == 11
+        assert queue.size(base, "overdue", **at) == over(6)
+        assert queue.queue_and_overdue(base, **at) == (over(11), over(6))
+        # Capped: the queue past the cap, not the overdue rows; both past it; the recent rows past it.
+        assert queue.queue_and_overdue(base, **at, cap=6) == (over(6, exact=False), over(6))
+        assert queue.queue_and_overdue(base, **at, cap=5) == (over(5, exact=False),) * 2
+        assert queue.queue_and_overdue(base, **at, cap=4) == (over(4, exact=False),) * 2
+        assert queue.size(base, "overdue", **at, cap=4) == over(4, exact=False)
+        # The changed-since legs are disjoint: each counted once, together up to the cap.
+        assert queue.size(base, decision="changed_since", **at) == over(3)
+        assert queue.size(base, decision="changed_since", **at, cap=2) == over(2, exact=False)
+        review.check_versions()
+    assert queue.checkpoint() is not None
+
+
+def test_overdue_and_the_dashboard_over_a_filter_that_matches_nothing(client, rita):
+    """An empty search makes the base an empty set (`pk__in=[]`): the queue views and counts say 0."""
+    registration(seen_ago=timedelta(hours=50))
+    client.force_login(rita)
+    for view in ("overdue", "needs_review"):
+        response = client.get(LIST + f"?queue={view}&q=nobody-matches-this")
+        assert response.status_code == 200 and list(response.context["cl"].result_list) == []
+        assert response.context["cl"].result_count == 0
+    nothing = AppRegistration.objects.filter(pk__in=[])
+    assert queue.queue_and_overdue(nothing) == (selectors.Count(0), selectors.Count(0))
+
+
+def test_review_desk_reads_run_serial_and_other_lists_reset_it(client, rita):
+    """Queue views and the dashboard turn parallel workers off for their reads; any other list turns
+    them back on, as the connection is shared between requests."""
+    from django.db import connection
+
+    def workers():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW max_parallel_workers_per_gather")
+            return cursor.fetchone()[0]
+
+    default = workers()
+    client.force_login(rita)
+    assert client.get(LIST + "?queue=overdue").status_code == 200 and workers() == "0"
+    assert client.get(LIST + "?status=COMPLETED").status_code == 200 and workers() == default
+    assert client.get("/admin/registrations/dashboard/").status_code == 200
+    assert workers() == "0"
+    assert client.get(LIST).status_code == 200 and workers() == default != "0"
 
 
 # --- assignment and comments ------------------------------------------------------------------

@@ -109,12 +109,13 @@ class ReviewChangeList(ChangeList):
         # No date drill-down in a queue or decision view: its bounds are a MIN/MAX over the view's
         # rows, which no index serves (a sequential scan, 0.4-2.7 s at a million registrations),
         # and a queue is read by how long rows waited, not by when they were created.
-        if (
+        review_desk = (
             request.GET.get(QueueFilter.parameter_name) in queue.QUEUE_VIEWS
             or request.GET.get(DecisionFilter.parameter_name) in queue.DECISION_VIEWS
-        ):
+        )
+        if review_desk:
             date_hierarchy = None
-        selectors.without_jit()
+        selectors.without_jit(serial=review_desk)
         super().__init__(request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw)
         if not any(self.queue_views()) and self.sortable_by is not None:
             self.sortable_by = [name for name in self.sortable_by if name != "waiting"]

@@ -56,7 +56,7 @@ class DashboardAdmin(EntryAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        selectors.without_jit()
+        selectors.without_jit(serial=True)
         figures = dashboard.figures()
         outcomes = [(o.value, o.label, OUTCOME_TONES[o]) for o in ReviewOutcome]
         statuses = [(s, rendering.status_label(s), rendering.STATUS_TONES.get(s, "unknown")) for s in STATUS_ORDER]
