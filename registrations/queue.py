@@ -269,6 +269,11 @@ def legs(base, view=None, decision=None, user=None, now=None, reached=None, sinc
             )
         )
         chosen.append(_registration_leg(base, changed & changed_since_q() & recent, "updated_at", *bounds))
+    if view is None and decision == "changed_since":
+        # Open decisions (escalated, information requested, awaiting a second reviewer) changed since too:
+        # in the queue they wait by their decision's leg above; this list shows them by when they changed.
+        reopened = (requeued_q() | awaiting_second_q()) & changed_since_q()
+        chosen.append(_registration_leg(base, reopened, "updated_at", *bounds))
     return chosen
 
 

@@ -440,6 +440,31 @@ def test_the_merged_queue_matches_the_rules_and_lists_the_oldest_waiting_first(c
     assert "changed since decision" in html and "awaiting second approval" in html and "vf-overdue" in html
 
 
+def test_changed_since_in_waiting_order_lists_every_row_the_rule_matches(client, rita):
+    """Closed and still-open decisions whose registration changed since: the same rows in waiting order as sorted."""
+    client.force_login(rita)
+    now = timezone.now()
+    closed = registration(seen_ago=timedelta(hours=60))
+    review.decide(closed, rita, "rejected", "No", now=now - timedelta(hours=59))
+    escalated = registration(seen_ago=timedelta(hours=70))
+    review.decide(escalated, rita, "escalated", "Senior", now=now - timedelta(hours=20))
+    unchanged = registration(seen_ago=timedelta(hours=80))
+    review.decide(unchanged, rita, "escalated", "Later")
+    for reg, ago in ((closed, 5), (escalated, 3)):
+        AppRegistration.objects.filter(pk=reg.pk).update(
+            updated_at=now - timedelta(hours=ago), last_synced_at=now - timedelta(hours=ago)
+        )
+    expected = [closed.verifik_id, escalated.verifik_id]
+    matching = AppRegistration.objects.filter(queue.decision_q("changed_since")).values_list("verifik_id", flat=True)
+    assert sorted(matching) == sorted(expected)
+    base = AppRegistration.objects.all()
+    for _ in range(2):  # live, then from the stored copy of versions (a closed one waits from when it was noticed)
+        merged = queue.ordered_page(queue.legs(base, decision="changed_since", reached=queue.checkpoint()), 0, 50)
+        assert sorted(AppRegistration.objects.get(pk=pk).verifik_id for pk in merged) == sorted(expected)
+        assert sorted(listed(client, "?decision=changed_since")) == sorted(expected)
+        review.check_versions()
+
+
 def test_the_queue_pages_through_the_legs(client, rita, settings):
     client.force_login(rita)
     regs = [registration(seen_ago=timedelta(hours=200 - i)) for i in range(120)]
