@@ -270,10 +270,18 @@ def legs(base, view=None, decision=None, user=None, now=None, reached=None, sinc
         )
         chosen.append(_registration_leg(base, changed & changed_since_q() & recent, "updated_at", *bounds))
     if view is None and decision == "changed_since":
-        # Open decisions (escalated, information requested, awaiting a second reviewer) changed since too:
-        # in the queue they wait by their decision's leg above; this list shows them by when they changed.
-        reopened = (requeued_q() | awaiting_second_q()) & changed_since_q()
-        chosen.append(_registration_leg(base, reopened, "updated_at", *bounds))
+        # Open decisions (escalated, information requested, awaiting a second reviewer) changed since too,
+        # found like the closed ones: the stored copy of versions, and live only for rows synced since.
+        reopened = requeued_q() | awaiting_second_q()
+        chosen.append(
+            _registration_leg(
+                base,
+                reopened & Q(review_state__changed_at__isnull=False) & settled,
+                "review_state__changed_at",
+                *bounds,
+            )
+        )
+        chosen.append(_registration_leg(base, reopened & changed_since_q() & recent, "updated_at", *bounds))
     return chosen
 
 
