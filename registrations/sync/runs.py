@@ -105,11 +105,15 @@ def listing_lock():
         yield acquired
     finally:
         if acquired:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])
-            except DatabaseError:
-                pass  # the lock died with its connection
+            _unlock("pg_advisory_unlock")
+
+
+def _unlock(function):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {function}(%s)", [SYNC_LOCK_KEY])
+    except DatabaseError:
+        pass  # the lock died with its connection
 
 
 @contextmanager
@@ -132,11 +136,7 @@ def partition_lock(wait=PARTITION_LOCK_WAIT):
         yield acquired
     finally:
         if acquired:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [SYNC_LOCK_KEY])
-            except DatabaseError:
-                pass  # the lock died with its connection
+            _unlock("pg_advisory_unlock_shared")
 
 
 def family_horizon():

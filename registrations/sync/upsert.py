@@ -138,38 +138,37 @@ def _reason(exc):
     return f"refused by the database: {first}"
 
 
+def _batch_stored(rows, kind, run_id, now):
+    """Write the batch in one savepoint; None when stored, else the row fault that refused it (others raise)."""
+    try:
+        with transaction.atomic():
+            _write_batch(rows, kind, run_id, now)
+    except Exception as exc:
+        if not _is_row_fault(exc):
+            raise
+        return exc
+    return None
+
+
 def write(rows, kind, run_id=None, now=None):
     """Upsert `rows` (dicts of _COLUMNS); returns {verifik_id: reason} of the rows the database refused."""
     if not rows:
         return {}
     now = now or timezone.now()
     if kind == "listing_new":
-        try:
-            with transaction.atomic():
-                _write_batch(rows, kind, run_id, now)
+        if _batch_stored(rows, kind, run_id, now) is None:
             return {}
-        except Exception as exc:
-            if not _is_row_fault(exc):
-                raise
-            kind = "listing"  # a row stored meanwhile, or one the database refuses: the guarded way sorts it out
-    try:
-        with transaction.atomic():
-            _write_batch(rows, kind, run_id, now)
+        kind = "listing"  # a row stored meanwhile, or one the database refuses: the guarded way sorts it out
+    fault = _batch_stored(rows, kind, run_id, now)
+    if fault is None:
         return {}
-    except Exception as exc:
-        if not _is_row_fault(exc):
-            raise
-        if len(rows) == 1:
-            return {rows[0]["verifik_id"]: _reason(exc)}
+    if len(rows) == 1:
+        return {rows[0]["verifik_id"]: _reason(fault)}
     refused = {}
-    for row in rows:
-        try:
-            with transaction.atomic():
-                _write_batch([row], kind, run_id, now)
-        except Exception as exc:
-            if not _is_row_fault(exc):
-                raise
-            refused[row["verifik_id"]] = _reason(exc)
+    for row in rows:  # the batch refused: one savepoint a row finds which
+        fault = _batch_stored([row], kind, run_id, now)
+        if fault is not None:
+            refused[row["verifik_id"]] = _reason(fault)
     return refused
 
 
