@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import redis
 
@@ -14,6 +15,23 @@ from registrations.models import AppRegistration, SyncRun
 from .harness import ROOT, TOKEN
 
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+@contextmanager
+def sending_to_workers(app):
+    """This process sends `app`'s tasks to the benchmark's broker (not eagerly) once a worker answers there."""
+    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
+    app.close()
+    app.conf.update(broker_url=BROKER, task_always_eager=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not start")
+        yield
+    finally:
+        app.close()
+        app.conf.update(saved)
 
 
 def start_worker(simulator, concurrency, **extra_env):
@@ -50,26 +68,17 @@ def fan_out_rate(simulator, concurrency, api_rate):
     """Seconds for `concurrency` worker processes to fetch the details a cold sync fans out."""
     redis.Redis.from_url(BROKER).flushdb()
     worker = start_worker(simulator, concurrency, VERIFIK_API_RATE=api_rate)
-    app = tasks.fetch_registration_details.app
-    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
-    app.close()
-    app.conf.update(broker_url=BROKER, task_always_eager=False)
     try:
-        deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker did not start")
-        sync.run_sync(details=False)
-        start = time.perf_counter()
-        run = sync.run_sync(details=True, on_details=tasks._fan_out_details)
-        while AppRegistration.objects.filter(details_pending=True).exists():
-            time.sleep(0.05)
-        assert run.details_queued > 0
-        return time.perf_counter() - start
+        with sending_to_workers(tasks.fetch_registration_details.app):
+            sync.run_sync(details=False)
+            start = time.perf_counter()
+            run = sync.run_sync(details=True, on_details=tasks._fan_out_details)
+            while AppRegistration.objects.filter(details_pending=True).exists():
+                time.sleep(0.05)
+            assert run.details_queued > 0
+            return time.perf_counter() - start
     finally:
         stop_worker(worker)
-        app.close()
-        app.conf.update(saved)
 
 
 def full_sync_seconds(simulator, concurrency, partition_pages):
@@ -94,28 +103,19 @@ def full_sync_seconds(simulator, concurrency, partition_pages):
     worker = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    app = tasks.sync_registrations.app
-    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
-    app.close()
-    app.conf.update(broker_url=BROKER, task_always_eager=False)
     try:
-        deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker did not start")
-        last = SyncRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-        start = time.perf_counter()
-        tasks.sync_registrations.delay(trigger=SyncRun.Trigger.COMMAND)
-        while True:
-            run = SyncRun.objects.filter(pk__gt=last, kind=SyncRun.Kind.FULL).exclude(outcome="running").first()
-            if run is not None:
-                break
-            time.sleep(0.05)
-        seconds = time.perf_counter() - start
-        assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-        return seconds, run.partitions
+        with sending_to_workers(tasks.sync_registrations.app):
+            last = SyncRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+            start = time.perf_counter()
+            tasks.sync_registrations.delay(trigger=SyncRun.Trigger.COMMAND)
+            while True:
+                run = SyncRun.objects.filter(pk__gt=last, kind=SyncRun.Kind.FULL).exclude(outcome="running").first()
+                if run is not None:
+                    break
+                time.sleep(0.05)
+            seconds = time.perf_counter() - start
+            assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+            return seconds, run.partitions
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
-        app.close()
-        app.conf.update(saved)
