@@ -3,6 +3,8 @@ from django.db import connection
 
 from registrations.simulator import Faults, SimulatedVerifik, SimulatorServer
 
+from .support import staff
+
 TOKEN = "test-token-5e77c0de"
 
 
@@ -44,3 +46,17 @@ def verifik(settings):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def reviewer(client):
+    """The test client, logged in as a member of Registration reviewers."""
+    client.force_login(staff("rita", "Registration reviewers"))
+    return client
+
+
+@pytest.fixture
+def operator(client):
+    """The test client, logged in as a member of Registration operators."""
+    client.force_login(staff("otto", "Registration operators"))
+    return client

@@ -11,8 +11,6 @@ from django.urls import reverse
 from registrations.models import AppRegistration, SyncRun
 from registrations.sync import run_sync, store_detail
 
-from .support import staff
-
 pytestmark = pytest.mark.django_db
 
 LIST = reverse("admin:registrations_appregistration_changelist")
@@ -33,18 +31,6 @@ def account(verifik):
     account = verifik(count=60)
     run_sync(details=True)
     return account
-
-
-@pytest.fixture
-def reviewer(client):
-    client.force_login(staff("rita", "Registration reviewers"))
-    return client
-
-
-@pytest.fixture
-def operator(client):
-    client.force_login(staff("otto", "Registration operators"))
-    return client
 
 
 def listed(response):

@@ -16,8 +16,6 @@ from registrations.admin.filters import FailedValidationsFilter, RedFlagsFilter
 from registrations.models import AppRegistration, RegistrationStatus
 from registrations.sync import run_sync
 
-from .support import staff
-
 pytestmark = pytest.mark.django_db
 
 LIST = reverse("admin:registrations_appregistration_changelist")
@@ -29,12 +27,6 @@ def account(verifik):
     account = verifik(count=60)
     run_sync(details=False)
     return account
-
-
-@pytest.fixture
-def reviewer(client):
-    client.force_login(staff("rita", "Registration reviewers"))
-    return client
 
 
 @pytest.fixture
@@ -50,12 +42,6 @@ def shown_count(html):
 
 def row_ids(response):
     return [r.pk for r in response.context["cl"].result_list]
-
-
-@pytest.fixture
-def operator(client):
-    client.force_login(staff("otto", "Registration operators"))
-    return client
 
 
 def test_a_filtered_list_past_the_cap_says_more_than_and_pages_that_far(operator, account, small_cap):
