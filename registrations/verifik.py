@@ -5,12 +5,14 @@ plain dicts. Every failure is a typed VerifikError whose message names the URL
 path and what happened, and never carries the token.
 """
 
+import json
 import logging
 import random
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import msgspec
 import requests
 
 from .mapping import is_object_id
@@ -77,6 +79,25 @@ class Page:
     pages: int
     total: int
     limit: int
+    # Each item's JSON exactly as received (aligned with `items`), or None when the body would not split:
+    # fingerprinting these bytes tells an unchanged item without serialising it again.
+    item_bytes: list | None = None
+
+
+class _Listing(msgspec.Struct):
+    data: list[msgspec.Raw]
+
+
+_LISTING = msgspec.json.Decoder(_Listing)
+
+
+def _item_bytes(content, count):
+    """The bytes of each item under 'data' as received, or None (a body msgspec reads otherwise than json)."""
+    try:
+        data = _LISTING.decode(content).data
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return [bytes(raw) for raw in data] if len(data) == count else None
 
 
 def validate_registration_id(registration_id):
@@ -142,9 +163,9 @@ class VerifikClient:
         if project:
             params.append(("where_project", project))
         params += [("populates[]", name) for name in populates]
-        body = self._get_json(REGISTRATIONS_PATH, params, validate=lambda body: _listing_problem(body, page))
-        pages, total = _count(body, "pages"), _count(body, "total")
-        return Page(items=body["data"], page=page, pages=pages, total=total, limit=limit)
+        body, content = self._fetch(REGISTRATIONS_PATH, params, validate=lambda body: _listing_problem(body, page))
+        pages, total, items = _count(body, "pages"), _count(body, "total"), body["data"]
+        return Page(items, page, pages, total, limit, item_bytes=_item_bytes(content, len(items)))
 
     def iter_pages(self, limit=MAX_PAGE_SIZE, statuses=None, project=None, populates=(), start=1):
         """Every page from `start` to the last one the API reports, one request at a time."""
@@ -168,7 +189,13 @@ class VerifikClient:
     # --- transport --------------------------------------------------------------
 
     def _get_json(self, path, params, validate=None):
-        """GET and parse, retrying what may pass; `validate(body)` names a problem that makes the body unusable."""
+        return self._fetch(path, params, validate)[0]
+
+    def _fetch(self, path, params, validate=None):
+        """GET and parse, retrying what may pass; `validate(body)` names a problem that makes the body unusable.
+
+        Returns (parsed body, the bytes received).
+        """
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             if self.budget is not None:
@@ -189,7 +216,7 @@ class VerifikClient:
                         body = self._parse(response, path)
                         problem = validate(body) if validate else None
                         if problem is None:
-                            return body
+                            return body, response.content
                         error = BadResponse(f"GET {path}: {problem}", path=path, status=200, retryable=True)
                     except BadResponse as bad:
                         error = bad
@@ -212,8 +239,18 @@ class VerifikClient:
         return delay
 
     def _parse(self, response, path):
+        try:  # msgspec reads valid JSON faster; what it refuses (NaN, lone surrogates...) the stdlib judges
+            body = msgspec.json.decode(response.content)
+        except (msgspec.DecodeError, RecursionError):
+            body = self._parse_leniently(response, path)
+        if not isinstance(body, dict):
+            raise BadResponse(f"GET {path}: expected a JSON object", path=path, status=response.status_code)
+        return body
+
+    def _parse_leniently(self, response, path):
+        """The standard library's reading (not requests' choice of json module): NaN and the like are kept."""
         try:
-            body = response.json()
+            return json.loads(response.text)
         except RecursionError:
             raise BadResponse(f"GET {path}: answered JSON nested too deep to read", path=path) from None
         except ValueError:
@@ -221,9 +258,6 @@ class VerifikClient:
             raise BadResponse(
                 f"GET {path}: answered {kind}", path=path, status=response.status_code, retryable=True
             ) from None
-        if not isinstance(body, dict):
-            raise BadResponse(f"GET {path}: expected a JSON object", path=path, status=response.status_code)
-        return body
 
     def _error_for(self, response, path):
         status = response.status_code

@@ -1,8 +1,17 @@
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from registrations.mapping import MappingError, map_registration, merge, parse_timestamp, payload_hash
+from registrations.cleaning import needs_cleaning
+from registrations.mapping import (
+    MappingError,
+    jsonb_text,
+    map_registration,
+    merge,
+    parse_timestamp,
+    payload_hash,
+)
 
 ID = "507f1f77bcf86cd799439011"
 PROJECT = "507f1f77bcf86cd799439013"
@@ -147,3 +156,29 @@ def test_payload_hash_is_stable_and_sees_every_value():
     assert payload_hash({"a": 1, "b": [1, 2]}) == payload_hash({"a": 1, "b": [1, 2]})
     assert payload_hash({"a": 1, "b": [1, 2]}) != payload_hash({"a": 1, "b": [1, 3]})
     assert payload_hash({"a": {"n": None}}) != payload_hash({"a": {}})
+
+
+def test_jsonb_text_is_json_postgres_reads_back_as_the_same_value():
+    value = {"a": [1, 2.5, None, True], "é": "naïve / 😀", "big": 10**30, "nul": "a\x00b"}
+    assert json.loads(jsonb_text(value)) == value
+
+
+def test_jsonb_text_falls_back_to_the_standard_library_for_what_msgspec_refuses():
+    assert jsonb_text({"lone": "\ud800"}) == '{"lone":"\\ud800"}'
+
+
+@pytest.mark.parametrize(
+    "text, suspect",
+    [
+        ('{"a":"plain","b":[1,2]}', False),
+        ('{"a":"\\u0000"}', True),
+        ('{"a":NaN}', True),
+        ('{"a":-Infinity}', True),
+        ('{"a":"\\ud800"}', True),
+        ('{"a":"\\ud55c"}', False),  # a Hangul syllable, escaped: not a surrogate
+        ("[" * 65 + "]" * 65, True),
+    ],
+)
+def test_needs_cleaning_reads_canonical_text_and_received_bytes_alike(text, suspect):
+    assert needs_cleaning(text) is suspect
+    assert needs_cleaning(text.encode()) is suspect

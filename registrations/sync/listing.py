@@ -97,7 +97,7 @@ class Walk:
             if foreign:
                 shown = ", ".join(sorted(map(str, foreign)))[:200]
                 raise FilterIgnored(f"asked for {', '.join(self.statuses)}, the listing also served {shown}")
-        result = store_page(page.items, self.key, self.run.pk, new_only=self.new_only)
+        result = store_page(page.items, self.key, self.run.pk, new_only=self.new_only, item_bytes=page.item_bytes)
         result.fresh = len(page.items) - result.duplicates - result.unidentified
         self.distinct += result.fresh
         run = self.run

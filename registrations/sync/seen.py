@@ -12,36 +12,44 @@ from django.db import connection
 from ..models import AppRegistration
 
 TABLE = "registrations_sync_seen"
+UNCHANGED = "unchanged"  # mark_and_look_up: stored, live, same fingerprint
 
 
-def mark_and_look_up(walk, verifik_ids):
-    """Record `verifik_ids` (distinct, lower-case) as seen by `walk`, in the same round trip as their stored state.
+def mark_and_look_up(walk, digests):
+    """Record the page's ids as seen by `walk` and compare their fingerprints, in one round trip.
 
-    Returns {verifik_id: (first_sight, stored)} where first_sight is False for an id this walk
-    had already seen, and stored is None for a registration not in the mirror or a dict of the
-    columns change detection needs.
+    `digests` maps each id (distinct, lower-case) to its listing fingerprint. Returns
+    {verifik_id: (first_sight, stored)}: first_sight is False for an id this walk had
+    already seen; stored is None for a registration not in the mirror, UNCHANGED when the
+    stored row is live and has that fingerprint (Postgres compares, so a no-op page reads
+    no columns back), else a dict of what change detection needs.
     """
     table = connection.ops.quote_name(AppRegistration._meta.db_table)
     sql = f"""
-        WITH page AS (SELECT unnest(%s::varchar[]) AS verifik_id),
+        WITH page AS (SELECT * FROM unnest(%s::varchar[], %s::varchar[]) AS p (verifik_id, digest)),
         fresh AS (
             INSERT INTO {TABLE} (walk, verifik_id) SELECT %s, verifik_id FROM page
             ON CONFLICT DO NOTHING RETURNING verifik_id
         )
-        SELECT p.verifik_id, f.verifik_id IS NOT NULL, r.id IS NOT NULL, r.listing_hash, r.updated_at,
-               r.removed_upstream_at
+        SELECT p.verifik_id, f.verifik_id IS NOT NULL, r.id IS NOT NULL, same,
+               CASE WHEN NOT same THEN r.updated_at END, CASE WHEN NOT same THEN r.removed_upstream_at END
         FROM page p LEFT JOIN fresh f ON f.verifik_id = p.verifik_id
-        LEFT JOIN {table} r ON r.verifik_id = p.verifik_id
+        LEFT JOIN {table} r ON r.verifik_id = p.verifik_id,
+        LATERAL (SELECT r.removed_upstream_at IS NULL AND r.listing_hash = p.digest AS same) c
     """  # noqa: S608 - quoted names; values are parameters
     with connection.cursor() as cursor:
-        cursor.execute(sql, [list(verifik_ids), walk])
+        cursor.execute(sql, [list(digests), list(digests.values()), walk])
         rows = cursor.fetchall()
     return {
         verifik_id: (
             first,
-            {"listing_hash": digest, "updated_at": updated_at, "removed_upstream_at": removed_at} if exists else None,
+            None
+            if not exists
+            else UNCHANGED
+            if same
+            else {"updated_at": updated_at, "removed_upstream_at": removed_at},
         )
-        for verifik_id, first, exists, digest, updated_at, removed_at in rows
+        for verifik_id, first, exists, same, updated_at, removed_at in rows
     }
 
 

@@ -8,7 +8,6 @@ moved. A page the database refuses is written again row by row (savepoints),
 so only the guilty rows are rejected and the rest land.
 """
 
-import json
 from dataclasses import dataclass, field
 
 import psycopg
@@ -119,7 +118,7 @@ def _copy_new(rows, statement, table, columns, run_id, now):
 
 
 def _json(value):
-    return None if value is None else json.dumps(value)
+    return None if value is None else mapping.jsonb_text(value)
 
 
 def _is_row_fault(exc):
@@ -209,20 +208,22 @@ def _is_older(mapped, stored_updated_at):
     return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
 
 
-def _prepare(payload, canonical_json):
-    """Clean (only when the cheap pre-check says it may be needed) and map; returns (mapped, cleaned?)."""
+def _prepare(payload, json_text):
+    """Clean (only when the cheap pre-check on its JSON text says it may be needed) and map; (mapped, cleaned?)."""
     changes = 0
-    if cleaning.needs_cleaning(canonical_json):
+    if cleaning.needs_cleaning(json_text):
         payload, changes = cleaning.clean(payload)
     return mapping.map_registration(payload), bool(changes)
 
 
-def store_page(items, seen=None, run_id=None, new_only=False):
+def store_page(items, seen=None, run_id=None, new_only=False, item_bytes=None):
     """Store one listing page; `seen` drops repeats across a walk: a walk key (ids kept in Postgres) or a set.
 
     An item whose fingerprint matches its stored row is skipped before it is
     even mapped: a no-change re-sync costs one narrow statement per page, which
-    also records the page's ids as seen by the walk. A repeat (an id the walk
+    also records the page's ids as seen by the walk. The fingerprint is of the
+    item's bytes as received when the client could split them out (`item_bytes`,
+    aligned with `items`), else of its canonical JSON. A repeat (an id the walk
     already saw, e.g. on a re-read leading page or in two status partitions)
     is skipped: the walk stored it, or rejected it, once already. A rejected item
     keeps its stored version (and fingerprint), so the next sync tries it again.
@@ -231,8 +232,8 @@ def store_page(items, seen=None, run_id=None, new_only=False):
     when it began (a first sync), so the page's stored state is not looked up.
     """
     result = PageResult()
-    batch = {}
-    for item in items:
+    batch, received = {}, {}
+    for index, item in enumerate(items):
         item_id = item.get("_id") if isinstance(item, dict) else None
         if not mapping.is_object_id(item_id):
             result.unidentified += 1
@@ -244,15 +245,27 @@ def store_page(items, seen=None, run_id=None, new_only=False):
             result.duplicates += 1
             continue
         batch[verifik_id] = item
+        if item_bytes is not None:
+            received[verifik_id] = item_bytes[index]
     if not batch:
         return result
     walk = isinstance(seen, int)  # a walk key: the ids go to Postgres; else a set (or None) kept here
-    new_only = new_only and walk
-    if new_only:
+    canonical = {}  # canonical JSON, made once per item that needs it
+
+    def digest_of(verifik_id):
+        if verifik_id in received:
+            return mapping.fingerprint(received[verifik_id])
+        text = canonical[verifik_id] = mapping.canonical(batch[verifik_id])
+        return mapping.fingerprint(text)
+
+    if new_only and walk:
         fresh = seen_ids.mark(seen, batch)
         looked_up = {verifik_id: (verifik_id in fresh, None) for verifik_id in batch}
+        digests = {}
     else:
-        looked_up = seen_ids.mark_and_look_up(seen, batch) if walk else _look_up(batch, seen)
+        new_only = False
+        digests = {verifik_id: digest_of(verifik_id) for verifik_id in batch}
+        looked_up = seen_ids.mark_and_look_up(seen, digests) if walk else _look_up(digests, seen)
     now = timezone.now()
     new, changed, cleaned = [], [], set()
     for verifik_id, item in batch.items():
@@ -260,13 +273,13 @@ def store_page(items, seen=None, run_id=None, new_only=False):
         if not first_sight:  # stored (or rejected) earlier in this walk
             result.duplicates += 1
             continue
-        canonical_json = mapping.canonical(item)
-        digest = mapping.fingerprint(canonical_json)
-        if stored is not None and stored["removed_upstream_at"] is None and stored["listing_hash"] == digest:
+        if stored is seen_ids.UNCHANGED:
             result.unchanged += 1
             continue
+        digest = digests[verifik_id] if verifik_id in digests else digest_of(verifik_id)
+        json_text = received.get(verifik_id) or canonical.get(verifik_id) or mapping.canonical(item)
         try:
-            mapped, was_cleaned = _prepare(item, canonical_json)
+            mapped, was_cleaned = _prepare(item, json_text)
         except mapping.MappingError as exc:
             result.failures.append({"id": verifik_id, "reason": str(exc)})
             continue
@@ -297,20 +310,23 @@ def store_page(items, seen=None, run_id=None, new_only=False):
     return result
 
 
-def _look_up(batch, seen):
+def _look_up(digests, seen):
     """The in-memory variant of seen.mark_and_look_up, for callers that store a page outside a walk."""
     stored = {
         row.pop("verifik_id"): row
-        for row in AppRegistration.objects.filter(verifik_id__in=list(batch)).values(
+        for row in AppRegistration.objects.filter(verifik_id__in=list(digests)).values(
             "verifik_id", "listing_hash", "updated_at", "removed_upstream_at"
         )
     }
     result = {}
-    for verifik_id in batch:
+    for verifik_id, digest in digests.items():
         first_sight = seen is None or verifik_id not in seen
         if seen is not None:
             seen.add(verifik_id)
-        result[verifik_id] = (first_sight, stored.get(verifik_id))
+        row = stored.get(verifik_id)
+        if row is not None and row["removed_upstream_at"] is None and row["listing_hash"] == digest:
+            row = seen_ids.UNCHANGED
+        result[verifik_id] = (first_sight, row)
     return result
 
 
