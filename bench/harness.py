@@ -69,7 +69,7 @@ class Simulator:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "manage.py", "verifik_simulator", "--port", str(self.port), "--count", str(count)]
-        command += ["--token", TOKEN, "--seed", str(seed), "--latency", str(latency)]
+        command += ["--token", TOKEN, "--seed", str(seed), "--latency", str(latency), "--cache-json"]
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
         while True:

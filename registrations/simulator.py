@@ -220,6 +220,9 @@ class SimulatedVerifik:
     token: str = "sim-token"
     list_keys: str = "full"
     faults: Faults = field(default_factory=Faults)
+    # Keep each listed item's JSON, keyed by its version: listings are served as the same bytes, cheaply.
+    # Only for accounts changed through update()/mutate() (a test that edits `records` in place would be served stale).
+    cache_json: bool = False
 
     def __post_init__(self):
         self.lock = threading.RLock()
@@ -235,6 +238,7 @@ class SimulatedVerifik:
         self.list_transform = None  # hook(body, page_number) -> body: a listing that answers oddly
         self.ignore_in_status = False  # serve every status when asked with in_status, as a careless API would
         self.failing_ids = set()  # detail GETs of these ids answer 503
+        self._listed_json = {}  # (id, __v, updatedAt, populates) -> the item's JSON bytes, when cache_json
 
     def _reindex(self):
         self.by_id = {r["_id"]: r for r in self.records}
@@ -405,10 +409,29 @@ class SimulatedVerifik:
             chunk = rows[(page - 1) * limit : page * limit]
             if short:
                 chunk = chunk[: len(chunk) // 2]
-            items = [self.present(r, populates, LIST_POPULATES) for r in chunk]
+            if self.cache_json and not self.list_transform:
+                items = b", ".join(self._listed(r, populates) for r in chunk)
+            else:
+                items = [self.present(r, populates, LIST_POPULATES) for r in chunk]
         pages = max(1, -(-total // limit))
+        if isinstance(items, bytes):  # the same bytes json.dumps would write for the whole body
+            return 200, b'{"data": [%b], "total": %d, "limit": %d, "page": %d, "pages": %d}' % (
+                items,
+                total,
+                limit,
+                page,
+                pages,
+            )
         body = {"data": items, "total": total, "limit": limit, "page": page, "pages": pages}
         return 200, self.list_transform(body, page) if self.list_transform else body
+
+    def _listed(self, record, populates):
+        key = (record["_id"], record.get("__v"), record.get("updatedAt"), tuple(populates))
+        encoded = self._listed_json.get(key)
+        if encoded is None:
+            item = self.present(record, populates, LIST_POPULATES)
+            encoded = self._listed_json[key] = json.dumps(item, ensure_ascii=False).encode()
+        return encoded
 
 
 class _Handler(BaseHTTPRequestHandler):

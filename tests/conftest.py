@@ -31,8 +31,10 @@ def verifik(settings):
     """Start the simulator on a real socket and point the settings at it: `account = verifik(count=...)`."""
     servers = []
 
-    def start(count=40, seed=7, faults=None, list_keys="full", token=TOKEN):
-        account = SimulatedVerifik(count=count, seed=seed, token=token, list_keys=list_keys, faults=faults or Faults())
+    def start(count=40, seed=7, faults=None, list_keys="full", token=TOKEN, cache_json=False):
+        account = SimulatedVerifik(
+            count=count, seed=seed, token=token, list_keys=list_keys, faults=faults or Faults(), cache_json=cache_json
+        )
         server = SimulatorServer(account).start()
         servers.append(server)
         settings.VERIFIK_API_BASE_URL = server.url

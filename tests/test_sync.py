@@ -53,6 +53,19 @@ def test_a_second_sync_writes_nothing(verifik):
     assert account.detail_requests == details_before, "unchanged registrations are not fetched again"
 
 
+def test_the_benchmark_simulator_serves_cached_listings_that_still_follow_changes(verifik):
+    """The bench's simulator keeps each item's JSON (--cache-json): same bytes, so nothing is rewritten;
+    a change made the way Verifik makes one (a new version) is served and stored."""
+    account = verifik(count=25, cache_json=True)
+    run_sync()
+    changed = account.mutate(0.2, seed=3)
+    run = run_sync()
+    assert (run.created, run.updated, run.unchanged) == (0, len(changed), 25 - len(changed))
+    assert set(
+        AppRegistration.objects.filter(status="NEEDS_MANUAL_VERIFICATION").values_list("verifik_id", flat=True)
+    ) >= set(changed)
+
+
 def test_changes_additions_and_removals_upstream_show_after_the_next_sync(verifik):
     account = verifik(count=30)
     run_sync(details=False)

@@ -13,6 +13,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1, help="Same seed, same data.")
         parser.add_argument("--token", default="sim-token", help="Bearer token the simulator accepts.")
         parser.add_argument("--list-keys", choices=["full", "documented"], default="full", help="Keys per list item.")
+        parser.add_argument(
+            "--cache-json",
+            action="store_true",
+            help="Keep each listed registration's JSON between requests (benchmarks: the API's own work stays small).",
+        )
         faults = parser.add_argument_group("faults (every Nth request; 0 = never)")
         faults.add_argument("--fail-first", type=int, default=0, help="Answer the first N requests with 503.")
         faults.add_argument("--error-every", type=int, default=0, help="Answer 503 with an HTML body.")
@@ -39,6 +44,7 @@ class Command(BaseCommand):
             seed=o["seed"],
             token=o["token"],
             list_keys=o["list_keys"],
+            cache_json=o["cache_json"],
             faults=Faults(**{name: o[name] for name in fault_names}),
         )
         server = SimulatorServer(account, o["host"], o["port"])
