@@ -13,28 +13,23 @@ import re
 
 MAX_DEPTH = 64
 DEPTH_MARKER = {"_truncated": f"nested deeper than {MAX_DEPTH} levels"}
-# Tokens whose presence in a payload's JSON text means it may need cleaning: an escaped NUL, an escaped
+# Tokens whose presence in a payload's canonical JSON means it may need cleaning: an escaped NUL, an escaped
 # surrogate (canonical JSON escapes every non-ASCII character, so a lone one shows), NaN or an infinity.
-# Plain substring tests first (most payloads hold none); the surrogate pattern only where "\\ud" occurs.
-_TOKENS = {str: ("\\u0000", "NaN", "Infinity"), bytes: (b"\\u0000", b"NaN", b"Infinity")}
-_ESCAPE = {str: "\\ud", bytes: b"\\ud"}
-_SURROGATE = {str: re.compile(r"\\ud[89a-f]"), bytes: re.compile(rb"\\ud[89a-f]")}
-_OPENERS = {str: ("{", "["), bytes: (b"{", b"[")}
+_SUSPECT = re.compile(r"\\u0000|\\ud[89a-f]|NaN|Infinity")
 
 
 def needs_cleaning(json_text):
     """Cheap pre-check on a payload's canonical JSON (str) or its JSON as received (bytes).
 
-    Most payloads skip the walk entirely. Received bytes are checked only after msgspec
-    read them, which refuses NaN, infinities and lone surrogates: what is left is NUL and depth.
+    Most payloads skip the walk entirely. Received bytes come only from a page msgspec
+    read, and msgspec refuses NaN, infinities and lone surrogates: a NUL and depth remain.
     """
-    kind = type(json_text)
-    brace, bracket = _OPENERS[kind]
-    if json_text.count(brace) + json_text.count(bracket) > MAX_DEPTH:
+    if isinstance(json_text, bytes):
+        brackets = json_text.count(b"{") + json_text.count(b"[")
+        return brackets > MAX_DEPTH or b"\\u0000" in json_text
+    if json_text.count("{") + json_text.count("[") > MAX_DEPTH:
         return True  # could be deeper than allowed; the walk decides
-    if any(token in json_text for token in _TOKENS[kind]):
-        return True
-    return _ESCAPE[kind] in json_text and _SURROGATE[kind].search(json_text) is not None
+    return _SUSPECT.search(json_text) is not None
 
 
 def clean(payload):

@@ -179,6 +179,13 @@ def test_jsonb_text_falls_back_to_the_standard_library_for_what_msgspec_refuses(
         ("[" * 65 + "]" * 65, True),
     ],
 )
-def test_needs_cleaning_reads_canonical_text_and_received_bytes_alike(text, suspect):
+def test_needs_cleaning_reads_canonical_json(text, suspect):
     assert needs_cleaning(text) is suspect
-    assert needs_cleaning(text.encode()) is suspect
+
+
+@pytest.mark.parametrize(
+    "received, suspect",
+    [(b'{"a":"plain \xc3\xa9"}', False), (b'{"a":"\\u0000"}', True), (b"[" * 65 + b"]" * 65, True)],
+)
+def test_needs_cleaning_reads_received_bytes_for_what_msgspec_lets_through(received, suspect):
+    assert needs_cleaning(received) is suspect

@@ -56,13 +56,17 @@ def plan(run, client, first, limit, deadline):
             run, f"the statuses' totals add up to {sum(totals.values())} where the listing reports {first.total}"
         )
         return None
-    specs = []
+    sized = []
     for status, total in totals.items():
         pages = max(1, math.ceil(total / limit))  # an empty status still gets a walk: it may fill meanwhile
         for start in range(1, pages + 1, span):
             end = start + span - 1
-            specs.append({"status": status, "first": start, "last": None if end >= pages else end})
-    return specs
+            sized.append(
+                (min(end, pages) - start + 1, {"status": status, "first": start, "last": None if end >= pages else end})
+            )
+    # Longest first: workers that take them in order finish together, not waiting on one long walk at the end.
+    sized.sort(key=lambda pair: -pair[0])
+    return [spec for _, spec in sized]
 
 
 def _walked_whole(run, why):
