@@ -180,8 +180,65 @@ def main():
         results["filters"] = admin_scenarios.filters_at_scale(size["admin"], size["admin_reps"])
         report_filters(results["filters"])
         save()
+    results["targets"] = targets(results)
+    if results["targets"]:
+        print_table(
+            "Issue #13's targets, this run",
+            ["target", "measured", "goal", ""],
+            [[t["target"], t["measured"], t["goal"], "met" if t["met"] else "MISSED"] for t in results["targets"]],
+        )
     save()
     print(f"\nwritten to {output}")
+
+
+def targets(results):
+    """Each of issue #13's measured targets this run covered: what it is, the figure, the goal, met or not."""
+    rows = []
+
+    def add(target, value, goal, met, fmt="{:.2f}x"):
+        rows.append({"target": target, "measured": fmt.format(value), "goal": goal, "met": bool(met)})
+
+    if "sync" in results:
+        s = results["sync"]
+        floor, noop = s["ratios"]["product_over_floor"], s["resync"]["speedup_over_cold"]
+        add(f"cold sync / COPY floor at {s['count']}", floor, "<= 2x", floor <= 2)
+        add(f"no-op re-sync faster than cold at {s['count']}", noop, ">= 4x", noop >= 4)
+    if "resync" in results:
+        r = results["resync"]
+        add(
+            f"no-op re-sync faster than cold at {r['count']}",
+            r["speedup_over_cold"],
+            ">= 4x",
+            r["speedup_over_cold"] >= 4,
+        )
+    if "split" in results:
+        sp = results["split"]["speedup"]
+        add("full sync, 4 workers vs 1, cold (20 ms latency)", sp["cold"], ">= 3x", sp["cold"] >= 3)
+        add("full sync, 4 workers vs 1, no-op (20 ms latency)", sp["noop"], ">= 3x", sp["noop"] >= 3)
+    if "memory" in results:
+        m = results["memory"]
+        add("peak RSS of a cold sync, 100k / 10k", m["ratio"], "<= 1.1", m["ratio"] <= 1.1, "{:.3f}")
+    if "budget" in results:
+        b = results["budget"]
+        met = b["busiest_second"] <= b["ceiling"] and b["after_429"] < b["before_429"]
+        add(
+            "busiest second under the shared budget (and slower after 429s)",
+            b["busiest_second"],
+            f"<= {b['ceiling']:g}",
+            met,
+            "{}",
+        )
+    if "filters" in results:
+        views = results["filters"]["views"]
+        met = sum(v["met"] for v in views)
+        add(
+            "admin filters, pairs and deep pages within target",
+            met,
+            f"{len(views)} of {len(views)}",
+            met == len(views),
+            "{}",
+        )
+    return rows
 
 
 def report_sync(s):
