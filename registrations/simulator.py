@@ -238,7 +238,7 @@ class SimulatedVerifik:
         self.list_transform = None  # hook(body, page_number) -> body: a listing that answers oddly
         self.ignore_in_status = False  # serve every status when asked with in_status, as a careless API would
         self.failing_ids = set()  # detail GETs of these ids answer 503
-        self._listed_json = {}  # (id, __v, updatedAt, populates) -> the item's JSON bytes, when cache_json
+        self._listed_json = {}  # (id, populates) -> ((__v, updatedAt), the item's JSON bytes), when cache_json
 
     def _reindex(self):
         self.by_id = {r["_id"]: r for r in self.records}
@@ -426,12 +426,12 @@ class SimulatedVerifik:
         return 200, self.list_transform(body, page) if self.list_transform else body
 
     def _listed(self, record, populates):
-        key = (record["_id"], record.get("__v"), record.get("updatedAt"), tuple(populates))
-        encoded = self._listed_json.get(key)
-        if encoded is None:
+        key, version = (record["_id"], tuple(populates)), (record.get("__v"), record.get("updatedAt"))
+        cached = self._listed_json.get(key)
+        if cached is None or cached[0] != version:
             item = self.present(record, populates, LIST_POPULATES)
-            encoded = self._listed_json[key] = json.dumps(item, ensure_ascii=False).encode()
-        return encoded
+            cached = self._listed_json[key] = (version, json.dumps(item, ensure_ascii=False).encode())
+        return cached[1]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -57,6 +57,23 @@ def test_a_split_full_sync_mirrors_the_account_and_counts_on_the_parent(verifik,
     )
 
 
+def test_partitions_are_queued_longest_first_so_workers_finish_together(verifik, split, settings):
+    account = verifik(count=300)
+    settings.VERIFIK_SYNC_DETAILS = False
+    run = SyncRun.objects.get(pk=tasks.sync_registrations.delay(trigger="user").get())
+    pages = {}
+    for record in account.records:
+        pages[record["status"]] = pages.get(record["status"], 0) + 1
+    pages = {status: -(-n // 10) for status, n in pages.items()}
+
+    def span(spec):
+        last = pages.get(spec["status"], 1) if spec["last"] is None else spec["last"]
+        return max(1, last - spec["first"] + 1)
+
+    spans = [span(p.partition) for p in run.partition_runs.order_by("pk")]
+    assert spans == sorted(spans, reverse=True) and spans[0] > spans[-1]
+
+
 def test_one_failing_partition_marks_nothing_removed_and_fails_the_full_sync(verifik, split):
     account = verifik(count=300, faults=Faults(error_status=500))
     run_sync(split=True, details=False)
