@@ -51,14 +51,28 @@ def verifik(settings):
 
 
 @pytest.fixture
-def reviewer(client):
-    """The test client, logged in as a member of Registration reviewers."""
-    client.force_login(staff("rita", "Registration reviewers"))
+def rita(client):
+    """A member of Registration reviewers, logged in on the test client."""
+    user = staff("rita", "Registration reviewers")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def otto(client):
+    """A member of Registration operators, logged in on the test client."""
+    user = staff("otto", "Registration operators")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def reviewer(client, rita):
+    """The test client, logged in as rita (Registration reviewers)."""
     return client
 
 
 @pytest.fixture
-def operator(client):
-    """The test client, logged in as a member of Registration operators."""
-    client.force_login(staff("otto", "Registration operators"))
+def operator(client, otto):
+    """The test client, logged in as otto (Registration operators)."""
     return client

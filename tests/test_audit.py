@@ -35,20 +35,6 @@ def account(verifik):
     return account
 
 
-@pytest.fixture
-def rita(client):
-    user = staff("rita", "Registration reviewers")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def otto(client):
-    user = staff("otto", "Registration operators")
-    client.force_login(user)
-    return user
-
-
 def registration(verifik_id="a" * 24, **fields):
     return AppRegistration.objects.create(verifik_id=verifik_id, **fields)
 

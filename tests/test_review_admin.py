@@ -28,13 +28,6 @@ def account(verifik):
     return account
 
 
-@pytest.fixture
-def rita(client):
-    user = staff("rita", "Registration reviewers")
-    client.force_login(user)
-    return user
-
-
 def queued():
     return AppRegistration.objects.filter(status="NEEDS_MANUAL_VERIFICATION", deleted=False).first()
 
