@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
-from registrations.simulator import FIRST, LAST, STATUSES
+from registrations.simulated_data import FIRST, LAST, STATUSES
 
 COLUMNS = [
     "verifik_id", "version", "status", "email", "country_code", "phone", "name", "current_step", "language", "notes",
