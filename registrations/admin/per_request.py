@@ -42,3 +42,8 @@ def pii_lens(request, registration_id):
         return privacy.UNMASKED
     revealed_at = open_reveals(request).get(registration_id)
     return reveals.lens(False, revealed_at, _once(request, "_verifik_pii_now", timezone.now))
+
+
+def pii(obj):
+    """The lens the admin attached to this row for the current user; masked when none was (fail closed)."""
+    return getattr(obj, "pii_lens", privacy.MASKED)

@@ -5,28 +5,23 @@ from django.db.models import DateTimeField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
+from django.utils.html import format_html
 
-from .. import audit, dispatch, privacy, queue, selectors
-from ..mapping import FAILED_VALIDATION_KINDS, REFERENCES, is_object_id
-from ..models import AppRegistration, AuditAction, RegistrationStatus, ReviewOutcome
+from .. import audit, dispatch, queue
+from ..mapping import is_object_id
+from ..models import AppRegistration, AuditAction
 from . import filters, rendering
 from .base import ReadOnlyAdmin
 from .changelist import CappedCountPaginator, PlainActionCheckbox, ReviewChangeList
+from .columns import ListColumnsMixin
+from .detail_sections import DetailSectionsMixin
 from .export import ExportMixin
 from .per_request import pii_lens, sync_health
+from .rendering import FAILED_KINDS
 from .reveal import RevealMixin
-from .review import OUTCOME_TONES, ReviewDeskMixin
+from .review import ReviewDeskMixin
 
-FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
 SEARCH_IDS_LIMIT = 5_000
-
-
-def pii(obj):
-    """The lens the admin attached to this row for the current user; masked when none was (fail closed)."""
-    return getattr(obj, "pii_lens", privacy.MASKED)
 
 
 def _dispatched(result):
@@ -34,13 +29,16 @@ def _dispatched(result):
     return {"queued": result.queued, "joined": result.joined, "run": result.run.pk if result.run else None}
 
 
-def run_link(run):
-    url = reverse("admin:registrations_syncrun_change", args=[run.pk])
-    return format_html('<a href="{}">run #{}</a>', url, run.pk)
-
-
 @admin.register(AppRegistration)
-class AppRegistrationAdmin(ExportMixin, RevealMixin, PlainActionCheckbox, ReviewDeskMixin, ReadOnlyAdmin):
+class AppRegistrationAdmin(
+    ListColumnsMixin,
+    DetailSectionsMixin,
+    ExportMixin,
+    RevealMixin,
+    PlainActionCheckbox,
+    ReviewDeskMixin,
+    ReadOnlyAdmin,
+):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
     list_display = [
         "status_badge",
@@ -169,277 +167,6 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, PlainActionCheckbox, Review
             return queryset, may_have_duplicates
         return self.get_queryset(request).filter(pk__in=ids), False
 
-    # --- list columns ---------------------------------------------------------------------
-
-    @admin.display(description="Name", ordering="name")
-    def applicant(self, obj):
-        marks = []
-        if obj.deleted:
-            marks.append(rendering.tag("Deleted at Verifik", "danger"))
-        if obj.removed_upstream_at:
-            marks.append(rendering.tag("Removed upstream", "muted"))
-        if obj.erased_at:
-            marks.append(rendering.tag("Personal data erased", "muted"))
-        lens = pii(obj)
-        name = lens.name(obj.name) or rendering.muted("(erased)" if obj.erased_at else "(no name)")
-        shown_notes = lens.text(obj.notes, obj)
-        notes = (
-            format_html(
-                '<span class="vf-sub vf-excerpt" title="{}">{}</span>',
-                Truncator(shown_notes).chars(400),
-                Truncator(shown_notes).chars(60),
-            )
-            if shown_notes
-            else ""
-        )
-        return format_html(
-            '<span class="vf-name">{}</span> {}{}', name, format_html_join(" ", "{}", ((m,) for m in marks)), notes
-        )
-
-    @admin.display(description="Contact")
-    def contact(self, obj):
-        lens = pii(obj)
-        number = lens.phone(obj.phone, obj.country_code) if obj.phone or obj.country_code else ""
-        email = lens.email(obj.email)
-        if not email and not number:
-            return rendering.EMPTY
-        return format_html(
-            '<span class="vf-contact" title="{}">{}</span><span class="vf-sub vf-nowrap">{}</span>',
-            email or "",
-            email or "—",
-            number or "—",
-        )
-
-    @admin.display(description="Why it's here", ordering="red_flags")
-    def reasons(self, obj):
-        """The reasons as short chips; muted when the registration is not waiting for anyone."""
-        items = []
-        if obj.status == RegistrationStatus.NEEDS_MANUAL_VERIFICATION:
-            items.append(rendering.chip("manual verification", "warning"))
-        threshold = queue.red_flags_threshold()
-        if obj.red_flags:
-            tone = "danger" if obj.red_flags >= threshold else "neutral"
-            items.append(rendering.chip(f"{obj.red_flags} red flag{'s' if obj.red_flags != 1 else ''}", tone))
-        for kind in ("biometric", "document", "email", "phone"):
-            n = getattr(obj, f"failed_{kind}_count")
-            if n:
-                tone = "danger" if kind in ("biometric", "document") else "neutral"
-                items.append(rendering.chip(f"failed {kind}" + (f" ×{n}" if n > 1 else ""), tone))
-        if obj.changed_since:
-            items.append(rendering.chip("changed since decision", "info"))
-        if obj.awaiting_second:
-            items.append(rendering.chip("awaiting second approval", "info"))
-        state = self._state(obj)
-        if state and state.outcome in (ReviewOutcome.ESCALATED, ReviewOutcome.INFO_REQUESTED):
-            items.append(rendering.chip(ReviewOutcome(state.outcome).label.lower(), "warning"))
-        chips = rendering.chips(items)
-        return chips if obj.waiting_since else format_html('<span class="vf-quiet">{}</span>', chips)
-
-    @admin.display(description="Waiting", ordering="waiting_since")
-    def waiting(self, obj):
-        if obj.waiting_since is None:
-            return rendering.EMPTY
-        waited = rendering.duration(timezone.now() - obj.waiting_since)
-        since = rendering.when(obj.waiting_since)
-        if obj.waiting_since < queue.overdue_cutoff():
-            return format_html('<span class="vf-overdue" title="Overdue: waiting since {}">{} ⚑</span>', since, waited)
-        return format_html('<span class="vf-nowrap" title="Waiting since {}">{}</span>', since, waited)
-
-    @admin.display(description="Assignee")
-    def assignee(self, obj):
-        state = self._state(obj)
-        return format_html("{}", state.assignee) if state and state.assignee_id else rendering.muted("—")
-
-    @admin.display(description="Decision")
-    def decision(self, obj):
-        state = self._state(obj)
-        if not state or not state.outcome:
-            return rendering.muted("none")
-        outcome = ReviewOutcome(state.outcome)
-        reviewer = state.decision.reviewer if state.decision_id else ""
-        title = f"{outcome.label} by {reviewer} on {rendering.when(state.decided_at)}"
-        return rendering.badge(outcome.label, OUTCOME_TONES[outcome], title)
-
-    @admin.display(description="Project", ordering="project_id")
-    def project_column(self, obj):
-        return rendering.project_label(obj.project_id, getattr(obj, "project_name", None))
-
-    @staticmethod
-    def _state(obj):
-        try:
-            return obj.review_state
-        except AppRegistration.review_state.RelatedObjectDoesNotExist:
-            return None
-
-    @admin.display(description="Name")
-    def applicant_name(self, obj):
-        return pii(obj).name(obj.name) or rendering.EMPTY
-
-    @admin.display(description="Email")
-    def applicant_email(self, obj):
-        return pii(obj).email(obj.email) or rendering.EMPTY
-
-    @admin.display(description="Phone")
-    def phone_number(self, obj):
-        number = pii(obj).phone(obj.phone, obj.country_code) if obj.phone or obj.country_code else ""
-        return format_html('<span class="vf-nowrap">{}</span>', number) if number else rendering.EMPTY
-
-    @admin.display(description="Status", ordering="status")
-    def status_badge(self, obj):
-        step = format_html('<span class="vf-sub">{}</span>', obj.current_step) if obj.current_step else ""
-        return format_html("{}{}", rendering.status_badge(obj.status), step)
-
-    @admin.display(description="Red flags", ordering="red_flags")
-    def red_flags_count(self, obj):
-        if not obj.red_flags:
-            return rendering.muted(obj.red_flags if obj.red_flags is not None else "—")
-        return rendering.badge(obj.red_flags, "danger", f"{obj.red_flags} red flags")
-
-    @admin.display(description="Failed validations", ordering="failed_validations_count")
-    def failed_validations(self, obj):
-        if not obj.failed_validations_count:
-            return rendering.muted(0)
-        split = [(label, getattr(obj, f"failed_{kind}_count")) for kind, label in FAILED_KINDS]
-        detail = ", ".join(f"{label.lower()} {n}" for label, n in split if n)
-        return format_html('<strong>{}</strong> <span class="vf-split">{}</span>', obj.failed_validations_count, detail)
-
-    @admin.display(description="Notes")
-    def notes_excerpt(self, obj):
-        return rendering.excerpt(pii(obj).text(obj.notes, obj))
-
-    @admin.display(description="Last synced", ordering="last_synced_at")
-    def last_confirmed(self, obj):
-        confirmed = selectors.last_confirmed(obj, obj.covered_at)
-        if confirmed is None:
-            return rendering.EMPTY
-        stale = selectors.is_stale(confirmed)
-        local = timezone.localtime(confirmed)
-        text = format_html(
-            '<span class="vf-nowrap">{}</span> <span class="vf-nowrap">{}</span>',
-            local.strftime("%Y-%m-%d"),
-            local.strftime("%H:%M %Z"),
-        )
-        return (
-            format_html('<span class="vf-stale" title="Not synced for 24 h">{} stale</span>', text) if stale else text
-        )
-
-    # --- detail sections ----------------------------------------------------------------
-
-    def _reference(self, obj, api_key, field):
-        ref_id = getattr(obj, field)
-        name = ((obj.populated or {}).get(api_key) or {}).get("name")
-        if not ref_id:
-            return rendering.EMPTY
-        return format_html("{} <code>{}</code>", name, ref_id) if name else format_html("<code>{}</code>", ref_id)
-
-    @admin.display(description="Project")
-    def project(self, obj):
-        name = ((obj.populated or {}).get("project") or {}).get("name")
-        return rendering.project_label(obj.project_id, name if isinstance(name, str) else None)
-
-    @admin.display(description="Detail fetch")
-    def details_backlog(self, obj):
-        """Whether Verifik's detail endpoint still owes this registration a fetch, and why it failed."""
-        if not obj.details_pending:
-            return "Up to date"
-        parts = ["Pending"]
-        if obj.details_failures:
-            parts.append(f"{obj.details_failures} failed attempt{'s' if obj.details_failures != 1 else ''}")
-        if obj.details_retry_at and obj.details_retry_at > timezone.now():
-            parts.append(f"backing off until {rendering.when(obj.details_retry_at)}")
-        text = ", ".join(parts)
-        if obj.details_error:
-            return format_html('{}<br><span class="vf-stale">{}</span>', text, obj.details_error)
-        return text
-
-    @admin.display(description="Personal data")
-    def erased(self, obj):
-        """Erased or kept; the `purge` event in the audit trail says by whom and why."""
-        if not obj.erased_at:
-            return "Kept"
-        return format_html("{} on {}", rendering.tag("Erased", "muted"), rendering.when(obj.erased_at))
-
-    @admin.display(description="Project flow")
-    def project_flow(self, obj):
-        return self._reference(obj, "projectFlow", "project_flow_id")
-
-    @admin.display(description="At Verifik")
-    def deleted_at_verifik(self, obj):
-        return rendering.tag("Deleted at Verifik", "danger") if obj.deleted else "Present"
-
-    @admin.display(description="Red flag details")
-    def red_flags_table(self, obj):
-        if obj.red_flags_details is None:
-            return rendering.EMPTY
-        return rendering.value_table(pii(obj).payload(obj.red_flags_details, obj))
-
-    def _failed_table(self, obj, kind):
-        return rendering.failed_items_table(pii(obj).payload(getattr(obj, f"failed_{kind}_validations"), obj))
-
-    @admin.display(description="Email")
-    def failed_email_table(self, obj):
-        return self._failed_table(obj, "email")
-
-    @admin.display(description="Phone")
-    def failed_phone_table(self, obj):
-        return self._failed_table(obj, "phone")
-
-    @admin.display(description="Biometric")
-    def failed_biometric_table(self, obj):
-        return self._failed_table(obj, "biometric")
-
-    @admin.display(description="Document")
-    def failed_document_table(self, obj):
-        return self._failed_table(obj, "document")
-
-    @admin.display(description="References")
-    def linked_records(self, obj):
-        rows = []
-        shown = pii(obj).payload(obj.populated or {}, obj)
-        for api_key, field in REFERENCES.items():
-            ref_id = getattr(obj, field)
-            populated = shown.get(api_key) if isinstance(shown, dict) else None
-            if ref_id is None and populated is None:
-                continue
-            body = rendering.value_table(populated) if populated else rendering.muted("not populated")
-            rows.append((api_key, ref_id or "—", body))
-        if not rows:
-            return rendering.EMPTY
-        return format_html(
-            '<table class="vf-table vf-linked"><thead><tr><th>Record</th><th>Id</th>'
-            "<th>What Verifik sent</th></tr></thead><tbody>{}</tbody></table>",
-            format_html_join("", '<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td></tr>', rows),
-        )
-
-    @admin.display(description="Notes")
-    def notes_text(self, obj):
-        return rendering.multiline(pii(obj).text(obj.notes, obj))
-
-    @admin.display(description="Recent refreshes")
-    def recent_runs(self, obj):
-        runs = selectors.recent_runs_for(obj.verifik_id)
-        if not runs:
-            return rendering.muted("No refresh of this registration yet.")
-        rows = (
-            (
-                run_link(run),
-                rendering.badge(run.get_outcome_display(), run.outcome),
-                rendering.when(run.started_at),
-                run.get_trigger_display(),
-                run.user or "—",
-                run.error or "",
-            )
-            for run in runs
-        )
-        return format_html(
-            '<table class="vf-table"><tbody>{}</tbody></table>',
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
-        )
-
-    @admin.display(description="Payload")
-    def raw_payload(self, obj):
-        return rendering.pretty_json(pii(obj).payload({"raw": obj.raw, "populated": obj.populated}, obj))
-
     def get_readonly_fields(self, request, obj=None):
         return [field for _, options in self.fieldsets for field in options["fields"]]
 
@@ -459,7 +186,9 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, PlainActionCheckbox, Review
         failed = [r for r in results if r.failed]
         self.message_user(request, f"Refreshed {len(results) - len(failed)} of {len(ids)} registrations from Verifik.")
         for result in failed:
-            self.message_user(request, format_html("{}: {}", run_link(result.run), result.error), messages.ERROR)
+            self.message_user(
+                request, format_html("{}: {}", rendering.run_link(result.run), result.error), messages.ERROR
+            )
 
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
@@ -511,11 +240,15 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, PlainActionCheckbox, Review
             self.message_user(request, f"{what} queued; a worker will run it shortly. See Sync runs for the outcome.")
         elif result.failed:
             self.message_user(
-                request, format_html("{} failed ({}): {}", what, run_link(result.run), result.error), messages.ERROR
+                request,
+                format_html("{} failed ({}): {}", what, rendering.run_link(result.run), result.error),
+                messages.ERROR,
             )
         elif result.run.outcome == "skipped":
             self.message_user(
-                request, format_html("{} skipped ({}): {}", what, run_link(result.run), result.error), messages.WARNING
+                request,
+                format_html("{} skipped ({}): {}", what, rendering.run_link(result.run), result.error),
+                messages.WARNING,
             )
         else:
             run = result.run
@@ -524,7 +257,7 @@ class AppRegistrationAdmin(ExportMixin, RevealMixin, PlainActionCheckbox, Review
                 f"{run.removed} removed upstream"
             )
             self.message_user(
-                request, format_html("{} succeeded ({}): {}.", what, run_link(run), counts), messages.SUCCESS
+                request, format_html("{} succeeded ({}): {}.", what, rendering.run_link(run), counts), messages.SUCCESS
             )
 
     # --- views ------------------------------------------------------------------------------

@@ -2,11 +2,16 @@
 
 import json
 
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
+from ..mapping import FAILED_VALIDATION_KINDS
 from ..models import RegistrationStatus
+
+# The failed-validation kinds and their labels, in the order every page shows them.
+FAILED_KINDS = [(kind, kind.title()) for kind in FAILED_VALIDATION_KINDS]
 
 
 def muted(text):
@@ -146,3 +151,8 @@ def project_label(project_id, name):
     if not name:
         return format_html('<code title="{}">{}…</code>', project_id, project_id[:8])
     return format_html('<span title="Project {}">{}</span>', project_id, name)
+
+
+def run_link(run):
+    url = reverse("admin:registrations_syncrun_change", args=[run.pk])
+    return format_html('<a href="{}">run #{}</a>', url, run.pk)
