@@ -232,6 +232,7 @@ class SimulatedVerifik:
         statuses = in_status + params.get("where_status", [])
         if self.before_list_page:
             self.before_list_page(page)
+        cached = self.cache_json and not self.list_transform
         with self.lock:
             self.list_requests += 1
             rows = self.listing(statuses)
@@ -239,19 +240,14 @@ class SimulatedVerifik:
             chunk = rows[(page - 1) * limit : page * limit]
             if short:
                 chunk = chunk[: len(chunk) // 2]
-            if self.cache_json and not self.list_transform:
+            if cached:
                 items = b", ".join(self._listed(r, populates) for r in chunk)
             else:
                 items = [self.present(r, populates, LIST_POPULATES) for r in chunk]
         pages = max(1, -(-total // limit))
-        if isinstance(items, bytes):  # the same bytes json.dumps would write for the whole body
-            return 200, b'{"data": [%b], "total": %d, "limit": %d, "page": %d, "pages": %d}' % (
-                items,
-                total,
-                limit,
-                page,
-                pages,
-            )
+        if cached:  # the same bytes json.dumps would write for the whole body
+            body = b'{"data": [%b], "total": %d, "limit": %d, "page": %d, "pages": %d}'
+            return 200, body % (items, total, limit, page, pages)
         body = {"data": items, "total": total, "limit": limit, "page": page, "pages": pages}
         return 200, self.list_transform(body, page) if self.list_transform else body
 
