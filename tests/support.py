@@ -1,7 +1,10 @@
 """Helpers shared by the tests: mirror assertions and bounded polling."""
 
+import random
+import string
 import time
 
+import psycopg
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
@@ -87,3 +90,13 @@ def totp_code(device, offset=0):
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     totp.time = time.time() + offset
     return f"{totp.token():0{device.digits}d}"
+
+
+def random_text(size):
+    """Text that does not compress: an index entry cannot shrink it below Postgres' limit."""
+    return "".join(random.Random(7).choices(string.ascii_letters, k=size))
+
+
+def side_connection():
+    """A psycopg connection of the test's own, outside Django's: to lock or terminate what the code under test uses."""
+    return psycopg.connect(**connection.get_connection_params())

@@ -1,8 +1,5 @@
 """One bad record never stops a sync: it is stored faithfully (cleaned where it must be) or rejected alone."""
 
-import random
-import string
-
 import pytest
 from django.urls import reverse
 
@@ -10,7 +7,7 @@ from registrations.cleaning import DEPTH_MARKER, MAX_DEPTH
 from registrations.models import AppRegistration, StatusChange, SyncRun
 from registrations.sync import SyncFailed, refresh, run_sync
 
-from .support import assert_mirrors
+from .support import assert_mirrors, random_text
 
 pytestmark = pytest.mark.django_db
 
@@ -30,11 +27,6 @@ def depth_of(value):
     while isinstance(value, dict) and "deeper" in value:
         value, depth = value["deeper"], depth + 1
     return depth, value
-
-
-def random_text(size):
-    """Text that does not compress: an index entry cannot shrink it below Postgres' limit."""
-    return "".join(random.Random(7).choices(string.ascii_letters, k=size))
 
 
 # category -> (changes to the poisoned record, whether it is stored, check of the stored row or reason fragment)

@@ -12,7 +12,7 @@ from registrations.sync import SyncFailed, refresh, run_sync, store_detail, stor
 from registrations.verifik import VerifikClient
 
 from .conftest import TOKEN
-from .support import assert_mirrors
+from .support import assert_mirrors, side_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -140,17 +140,18 @@ def test_redacted_keys_and_oversized_parts_are_not_stored(verifik, settings):
 @pytest.mark.django_db(transaction=True)
 def test_the_database_going_away_fails_the_run_cleanly_and_the_next_sync_completes(verifik):
     account = verifik(count=60)
+    connection.ensure_connection()
+    ours = connection.connection.info.backend_pid  # the walk's connection (this thread's); the hook runs in another
     killed = []
 
     def kill_our_connection(page):
         if page == 3 and not killed:
-            pid = connection.connection.info.backend_pid
-            with connections["default"].__class__(connection.settings_dict, alias="killer").cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-            killed.append(pid)
+            with side_connection() as killer:
+                killed.append(killer.execute("SELECT pg_terminate_backend(%s)", [ours]).fetchone()[0])
 
     with pytest.raises(SyncFailed) as excinfo:
         run_sync(details=False, before_page=kill_our_connection)
+    assert killed == [True]
     failed = SyncRun.objects.get(pk=excinfo.value.run.pk)
     assert failed.outcome == SyncRun.Outcome.FAILED and "Internal error" in failed.error
     run = run_sync(details=False)

@@ -24,7 +24,8 @@ from ..models import AppRegistration, SyncRun
 from ..verifik import AuthRejected, NotFound, VerifikError
 from . import details as backlog
 from . import partitions, runs, seen
-from .upsert import Rejected, mark_removed, store_detail, store_page
+from .upsert import Rejected, finish_page, mark_removed, prepare_page, store_detail
+from .writer import PageWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Walk:
         self.fetched = 0
         self.page_cap = None
         self.saved_at = 0.0
+        self.writer = None  # the PageWriter, while a pass runs
 
     def fetch(self, number):
         self.deadline.check()
@@ -97,22 +99,28 @@ class Walk:
             if foreign:
                 shown = ", ".join(sorted(map(str, foreign)))[:200]
                 raise FilterIgnored(f"asked for {', '.join(self.statuses)}, the listing also served {shown}")
-        result = store_page(page.items, self.key, self.run.pk, new_only=self.new_only, item_bytes=page.item_bytes)
+        prepared = prepare_page(page.items, self.key, self.run.pk, new_only=self.new_only, item_bytes=page.item_bytes)
+        result = prepared.result
         result.fresh = len(page.items) - result.duplicates - result.unidentified
         self.distinct += result.fresh
-        run = self.run
-        run.pages += 1
-        run.seen += result.fresh
+        self.run.pages += 1
+        self.run.seen += result.fresh
         self.unidentified += result.unidentified
+        self.writer.submit(prepared)
+        if time.monotonic() - self.saved_at >= PROGRESS_EVERY:
+            self.save_progress()
+        return result
+
+    def _written(self, prepared, refused):
+        """A page's write is known (the writer calls this in order): its counts reach the run."""
+        result = finish_page(prepared, refused)
+        run = self.run
         run.created += result.created
         run.updated += result.updated
         run.unchanged += result.unchanged
         run.oversized += result.oversized
         run.cleaned += result.cleaned
         runs.record_failures(run, result.failures)
-        if time.monotonic() - self.saved_at >= PROGRESS_EVERY:
-            self.save_progress()
-        return result
 
     def save_progress(self):
         """Counts reach the SyncRun at most once a second, and at the end of each pass."""
@@ -126,8 +134,14 @@ class Walk:
 
     def run_pass(self, first=None):
         """Walk the pages in order; `first` is the first page when the caller fetched it already."""
-        # Requests stay one at a time, in order; the next page is fetched while
-        # this one is written, so the API and the database work side by side.
+        # Requests stay one at a time, in order; the next page is fetched while this one is
+        # prepared, and written (writer.py) while the next is prepared: the API, this process
+        # and the database work side by side.
+        with PageWriter(self._written) as self.writer:
+            self._pages_in_order(first)
+        self.save_progress()
+
+    def _pages_in_order(self, first):
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifik-prefetch") as prefetch:
 
             def ahead_of(number):  # the helper thread logs with this run's context
@@ -151,7 +165,6 @@ class Walk:
             if result.fresh == 0 or number >= page.pages:
                 break
             number += 1
-        self.save_progress()
 
     @property
     def complete(self):

@@ -173,18 +173,10 @@ def sync_session(seconds, synchronous_commit=False):
     next sync fetches those pages again; nothing else writes on this connection
     meanwhile. Both settings are reset when the sync ends (workers reuse it).
     """
-    settings_sql, names = [], []
-    if seconds:
-        settings_sql.append(f"set_config('statement_timeout', '{int(seconds * 1000)}ms', false)")
-        names.append("statement_timeout")
-    if not synchronous_commit:
-        settings_sql.append("set_config('synchronous_commit', 'off', false)")
-        names.append("synchronous_commit")
-    if not settings_sql:
+    names = configure_session(seconds, synchronous_commit)
+    if not names:
         yield
         return
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(settings_sql)}")
     try:
         yield
     finally:
@@ -193,6 +185,27 @@ def sync_session(seconds, synchronous_commit=False):
                 cursor.execute("; ".join(f"RESET {name}" for name in names))
         except DatabaseError:
             pass  # the connection is gone, and its settings with it
+
+
+def configure_session(seconds, synchronous_commit=False, name=""):
+    """Apply sync_session's settings to this thread's connection, until reset or closed; returns their names.
+
+    `name` becomes the connection's application_name: what an operator reads in pg_stat_activity.
+    """
+    settings_sql, names = [], []
+    if name:
+        settings_sql.append(f"set_config('application_name', '{name}', false)")
+        names.append("application_name")
+    if seconds:
+        settings_sql.append(f"set_config('statement_timeout', '{int(seconds * 1000)}ms', false)")
+        names.append("statement_timeout")
+    if not synchronous_commit:
+        settings_sql.append("set_config('synchronous_commit', 'off', false)")
+        names.append("synchronous_commit")
+    if settings_sql:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {', '.join(settings_sql)}")
+    return names
 
 
 def finish(run, outcome, error="", counters=()):
