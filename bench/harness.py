@@ -121,6 +121,37 @@ def timed(func, *args, **kwargs):
     return time.perf_counter() - start, value
 
 
+class MachineCPU:
+    """The machine's CPU use while inside (every process: workers, Postgres, the simulator), from /proc/stat."""
+
+    def __init__(self):
+        self.busy = self.total = 0
+
+    @staticmethod
+    def _read():
+        with open("/proc/stat") as stat:
+            jiffies = [int(x) for x in stat.readline().split()[1:]]
+        idle = jiffies[3] + jiffies[4]  # idle, iowait
+        return sum(jiffies) - idle, sum(jiffies)
+
+    def __enter__(self):
+        self.busy, self.total = self._read()
+        return self
+
+    def __exit__(self, *exc):
+        busy, total = self._read()
+        self.busy, self.total = busy - self.busy, total - self.total
+
+    @property
+    def seconds(self):
+        """CPU seconds used, all cores together."""
+        return self.busy / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def busy_fraction(self):
+        return self.busy / self.total if self.total else 0.0
+
+
 def summary(samples):
     """Median and spread (min..max) of a list of seconds."""
     return {

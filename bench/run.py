@@ -129,10 +129,24 @@ def main():
         r = results["split"]
         print_table(
             f"8. Full sync of {r['count']} across Celery workers, {r['latency'] * 1000:.0f} ms per request",
-            ["workers", "mode", "partitions", "cold s", "no-op s"],
-            [[x["workers"], x["mode"], x["partitions"], f"{x['cold']:.1f}", f"{x['noop']:.1f}"] for x in r["runs"]],
+            ["workers", "mode", "partitions", "cold s", "cores busy", "no-op s", "cores busy"],
+            [
+                [
+                    x["workers"],
+                    x["mode"],
+                    x["partitions"],
+                    f"{x['cold']:.1f}",
+                    f"{x['cold_cpu_busy']:.0%}",
+                    f"{x['noop']:.1f}",
+                    f"{x['noop_cpu_busy']:.0%}",
+                ]
+                for x in r["runs"]
+            ],
         )
+        allow = r["cores_allow"]
         print(f"   4 vs 1: cold {r['speedup']['cold']:.1f}x, no-op {r['speedup']['noop']:.1f}x (target >= 3)")
+        cores = f"   {r['cores']} cores allow the split runs' CPU work"
+        print(f"{cores}: cold {allow['cold']:.1f}x, no-op {allow['noop']:.1f}x")
         save()
     if "memory" in only:
         results["memory"] = sync_scenarios.memory(*size["memory"])

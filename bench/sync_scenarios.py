@@ -255,20 +255,35 @@ def resync_speedup(count, reps):
 def split_full_sync(count, latency, concurrency, partition_pages):
     """Scenario 8: a full sync (cold, then no-op) on 1 worker walking sequentially vs `concurrency` workers split.
 
-    Real Celery worker processes against the simulator at `latency` seconds per request.
+    Real Celery worker processes against the simulator at `latency` seconds per request. The
+    machine's CPU use is recorded with each run: `cores_allow` is the speed-up over the one
+    worker that this machine's cores would allow the split run's CPU work if it kept every core
+    busy (its CPU seconds over the core count); the split run cannot beat that here.
     """
     from .workers import full_sync_seconds
 
-    result = {"count": count, "latency": latency, "runs": []}
+    cores = os.cpu_count()
+    result = {"count": count, "latency": latency, "cores": cores, "runs": []}
     with Simulator(count, latency=latency) as simulator, pointed_at(simulator):
         for workers, pages in ((1, 0), (concurrency, partition_pages)):
             truncate_mirror()
-            cold, partitions = full_sync_seconds(simulator, workers, pages)
-            noop, _ = full_sync_seconds(simulator, workers, pages)
+            cold, partitions, cold_cpu = full_sync_seconds(simulator, workers, pages)
+            noop, _, noop_cpu = full_sync_seconds(simulator, workers, pages)
             mode = "sequential walk" if not pages else f"split, {pages} pages a partition"
             result["runs"].append(
-                {"workers": workers, "mode": mode, "partitions": partitions, "cold": cold, "noop": noop}
+                {
+                    "workers": workers,
+                    "mode": mode,
+                    "partitions": partitions,
+                    "cold": cold,
+                    "noop": noop,
+                    "cold_cpu_seconds": cold_cpu.seconds,
+                    "cold_cpu_busy": cold_cpu.busy_fraction,
+                    "noop_cpu_seconds": noop_cpu.seconds,
+                    "noop_cpu_busy": noop_cpu.busy_fraction,
+                }
             )
     one, many = result["runs"]
     result["speedup"] = {"cold": one["cold"] / many["cold"], "noop": one["noop"] / many["noop"]}
+    result["cores_allow"] = {phase: one[phase] / (many[f"{phase}_cpu_seconds"] / cores) for phase in ("cold", "noop")}
     return result

@@ -12,7 +12,7 @@ import redis
 from registrations import sync, tasks
 from registrations.models import AppRegistration, SyncRun
 
-from .harness import ROOT, TOKEN
+from .harness import ROOT, TOKEN, MachineCPU
 
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 
@@ -84,6 +84,8 @@ def fan_out_rate(simulator, concurrency, api_rate):
 def full_sync_seconds(simulator, concurrency, partition_pages):
     """Seconds for `concurrency` worker processes to finish one full sync task (details off), queue to close.
 
+    Returns (seconds, partitions, the machine's MachineCPU over that time).
+
     `partition_pages` 0 is the sequential walk; otherwise the full sync splits into
     partitions of that many pages, which the processes walk side by side.
     """
@@ -106,16 +108,17 @@ def full_sync_seconds(simulator, concurrency, partition_pages):
     try:
         with sending_to_workers(tasks.sync_registrations.app):
             last = SyncRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-            start = time.perf_counter()
-            tasks.sync_registrations.delay(trigger=SyncRun.Trigger.COMMAND)
-            while True:
-                run = SyncRun.objects.filter(pk__gt=last, kind=SyncRun.Kind.FULL).exclude(outcome="running").first()
-                if run is not None:
-                    break
-                time.sleep(0.05)
-            seconds = time.perf_counter() - start
+            with MachineCPU() as cpu:
+                start = time.perf_counter()
+                tasks.sync_registrations.delay(trigger=SyncRun.Trigger.COMMAND)
+                while True:
+                    run = SyncRun.objects.filter(pk__gt=last, kind=SyncRun.Kind.FULL).exclude(outcome="running").first()
+                    if run is not None:
+                        break
+                    time.sleep(0.05)
+                seconds = time.perf_counter() - start
             assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-            return seconds, run.partitions
+            return seconds, run.partitions, cpu
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
