@@ -113,7 +113,9 @@ def _ref(api_key):
 
 
 class AppRegistration(models.Model):
-    verifik_id = models.CharField("Verifik id", max_length=24, unique=True)
+    # Unique by a constraint, not unique=True, which on Postgres adds a second (LIKE) index that
+    # every write maintains and no query uses: ids are only ever looked up whole (migration 0016).
+    verifik_id = models.CharField("Verifik id", max_length=24)
     # 64-bit: Verifik publishes no range; a value past a bigint is rejected by the mapping.
     version = models.BigIntegerField(null=True, blank=True, help_text="Verifik's `__v`.")
 
@@ -214,6 +216,7 @@ class AppRegistration(models.Model):
             ("view_pii", "Can see personal data unmasked"),
             ("export_appregistration", "Can export registrations to CSV"),
         ]
+        constraints = [models.UniqueConstraint(fields=["verifik_id"], name="reg_verifik_id_unique")]
         indexes = [
             # Sorted columns end in the default ordering (-created_at, -id), as the admin's ORDER BY does.
             models.Index(fields=["-created_at", "-id"], name="reg_created_idx"),
@@ -277,7 +280,10 @@ class StatusChange(models.Model):
     Written by the sync in the transaction that writes the row; never by people.
     """
 
-    registration = models.ForeignKey(AppRegistration, on_delete=models.CASCADE, related_name="status_changes")
+    # No index of its own: statuschange_registration_idx starts with it (one index fewer per history row).
+    registration = models.ForeignKey(
+        AppRegistration, on_delete=models.CASCADE, related_name="status_changes", db_index=False
+    )
     from_status = models.TextField(null=True, blank=True)
     to_status = models.TextField(null=True, blank=True)
     from_step = models.TextField(null=True, blank=True)
