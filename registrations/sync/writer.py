@@ -41,8 +41,8 @@ class PageWriter:
 
     def submit(self, page):
         """Hand over a page; raises what an earlier write raised."""
-        if self.inline:
-            self.on_written(page, write_pages([page]))
+        if self.inline or not page.rows:  # nothing to write (an unchanged page): no thread hop, no connection
+            self.on_written(page, write_pages([page]) if page.rows else {})
             return
         if self._queued and (self._queued[-1].kind, self._queued[-1].run_id) != (page.kind, page.run_id):
             self._send()  # one write holds pages of one kind
