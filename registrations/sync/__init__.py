@@ -4,6 +4,7 @@ upsert   COPY + guarded upsert: the only SQL writer of registrations and their s
 listing  the walk, completeness, the status filter, removed-upstream marking; run_sync
 partitions  a full sync split across workers: planning, one partition's walk, closing the family
 seen     the ids a walk has seen, in an unlogged scratch table (memory stays flat)
+writer   write-behind: a walk's pages written on a second connection while it prepares the next
 refresh  single registrations and the trailing debounce of requests for them
 details  the detail backlog: queued once, paced, backing off
 runs     SyncRun bookkeeping, the single-flight lock, deadlines, pruning

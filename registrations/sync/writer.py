@@ -27,7 +27,10 @@ CONNECTION_NAME = "verifik-sync-writer"  # its application_name in pg_stat_activ
 
 
 class PageWriter:
-    """Writes prepared pages behind the walk; `on_written(page, refused)` runs in the walk's thread, in walk order."""
+    """Writes prepared pages behind the walk; `on_written(page, refused)` counts each in the walk's thread.
+
+    Pages with rows are counted in walk order once written; an unchanged page (no rows) at once.
+    """
 
     def __init__(self, on_written):
         self.on_written = on_written
