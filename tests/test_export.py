@@ -2,7 +2,9 @@
 rows); streamed, masked per the user, permission-checked, audited once with the filter and the count."""
 
 import csv
+import html
 import io
+import re
 
 import pytest
 from django.test import Client
@@ -103,7 +105,7 @@ def test_an_analysts_export_shows_a_revealed_registration(account):
 
 def test_export_needs_the_permission(account):
     client = login("otto", "Registration operators")  # no export_appregistration
-    assert client.post(EXPORT).status_code == 403 and client.get(EXPORT).status_code == 403
+    assert client.post(EXPORT).status_code == 403
     page = client.get(LIST).content.decode()
     assert EXPORT not in page and 'value="export_csv"' not in page
     obj = AppRegistration.objects.first()
@@ -113,20 +115,50 @@ def test_export_needs_the_permission(account):
 
     reviewer = login("rita", "Registration reviewers")
     page = reviewer.get(LIST + "?status=COMPLETED").content.decode()
-    assert f'href="{EXPORT}?status=COMPLETED"' in page and 'value="export_csv"' in page
+    assert f'<form method="post" action="{EXPORT}?status=COMPLETED">' in page and 'value="export_csv"' in page
 
 
-def test_the_export_link_downloads_and_bad_filters_are_refused(account):
-    client = login("rita", "Registration reviewers")
-    _, rows = download(client.get(EXPORT + "?status=FAILED"))
+def test_the_export_button_is_a_form_that_posts_the_lists_query_string(account):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff("rita", "Registration reviewers"))
+    page = client.get(LIST + "?status=FAILED&o=-2")
+    form = re.search(
+        rf'<form method="post" action="{re.escape(EXPORT)}\?([^"]*)">\s*<input type="hidden" '
+        r'name="csrfmiddlewaretoken" value="([^"]+)">',
+        page.content.decode(),
+    )
+    assert form, "the Export button is a form posting to export/ with its CSRF token"
+    query, token = html.unescape(form[1]), form[2]
+    assert query == "o=-2&status=FAILED"
+    _, rows = download(client.post(f"{EXPORT}?{query}", {"csrfmiddlewaretoken": token}))
     assert {r[0] for r in rows[1:]} == set(
         AppRegistration.objects.filter(status="FAILED").values_list("verifik_id", flat=True)
     )
-    assert AuditEvent.objects.get(action="export").details["filter"] == "status=FAILED"
-    assert client.put(EXPORT).status_code == 405 and client.delete(EXPORT).status_code == 405
-    assert AuditEvent.objects.filter(action="export").count() == 1
-    response = client.get(EXPORT + "?nonsense__field=1")
-    assert response.status_code == 302 and AuditEvent.objects.filter(action="export").count() == 1
+    assert AuditEvent.objects.get(action="export").details["filter"] == query
+
+
+def test_export_refuses_a_link_a_cross_site_form_and_other_methods(account):
+    """A link (GET) or a form on another site (POST without the token) cannot download the CSV in a user's name."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff("rita", "Registration reviewers"))
+    assert client.get(EXPORT + "?status=FAILED").status_code == 405
+    assert client.head(EXPORT).status_code == 405
+    assert client.post(EXPORT + "?status=FAILED").status_code == 403  # no CSRF token
+    assert not AuditEvent.objects.filter(action="export").exists()
+    same_site = login("ann", "Registration analysts")
+    assert same_site.put(EXPORT).status_code == 405 and same_site.delete(EXPORT).status_code == 405
+
+
+def test_export_refuses_what_the_list_refuses(account):
+    """Lookups the list's filters do not make answer 400; values the filters cannot read go back to the list."""
+    client = login("rita", "Registration reviewers")
+    assert client.post(EXPORT + "?nonsense__field=1").status_code == 400
+    assert client.post(EXPORT + "?_facets=1").status_code == 400
+    invalid = client.post(EXPORT + "?created_at__year=abc")
+    assert invalid.status_code == 302 and invalid["Location"] == LIST + "?e=1" and not invalid.streaming
+    long_search = client.post(EXPORT + "?q=" + "+".join(["word"] * 11))
+    assert long_search.status_code == 302 and not long_search.streaming
+    assert not AuditEvent.objects.filter(action="export").exists()
 
 
 def test_cells_that_a_spreadsheet_would_run_get_an_apostrophe(account):

@@ -9,7 +9,6 @@ masked like the registration's own page for users without view_pii.
 import json
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -20,6 +19,7 @@ from .. import privacy, reveals, selectors
 from ..models import AppRegistration, AuditEvent
 from . import rendering
 from .base import ReadOnlyAdmin
+from .lookups import AllowListedChangeList, AllowListedLookups
 from .per_request import pii_lens
 
 
@@ -37,7 +37,7 @@ class AuditPaginator(Paginator):
         return selectors.capped_count(rows).value
 
 
-class AuditChangeList(ChangeList):
+class AuditChangeList(AllowListedChangeList):
     def get_results(self, request):
         """Each event carries how this user may see its registration's personal data (reasons, filters)."""
         super().get_results(request)
@@ -59,7 +59,7 @@ def shown_details(obj):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(AllowListedLookups, ReadOnlyAdmin):
     list_display = ["at", "action", "actor_name", "registration_link", "ip", "details_excerpt"]
     list_display_links = ["at"]
     list_filter = ["action", ("actor", admin.RelatedFieldListFilter), ("at", admin.DateFieldListFilter)]
@@ -69,12 +69,12 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_help_text = "A registration's Verifik id (or its number in this admin) lists its events."
     ordering = ["-at", "-id"]
     sortable_by = ["at"]  # newest or oldest first, through the index; other sorts would sort every event
+    sortable_without_pii = sortable_by
     list_per_page = 100
     show_full_result_count = False
     paginator = AuditPaginator
     actions = None
     empty_value_display = "—"  # as the rest of the registrations pages
-    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would count millions of events
     fields = ["at", "action", "actor_name", "registration_link", "ip", "details_pretty"]
     readonly_fields = fields
 

@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote
-from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.contrib.admin.views.main import ORDER_VAR
 from django.core.paginator import InvalidPage, Paginator
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 
 from .. import queue, selectors
 from .filters import DecisionFilter, QueueFilter
+from .lookups import AllowListedChangeList
 from .per_request import pii_lens
 
 PAGING_NOTE = "Pages cover the first {depth:,}; filter, search or sort to reach the others."
@@ -104,7 +105,7 @@ class CappedCountPaginator(Paginator):
         return super().get_elided_page_range(min(number, self.num_pages), on_each_side=on_each_side, on_ends=on_ends)
 
 
-class ReviewChangeList(ChangeList):
+class ReviewChangeList(AllowListedChangeList):
     def __init__(self, request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw):
         # No date drill-down in a queue or decision view: its bounds are a MIN/MAX over the view's
         # rows, which no index serves (a sequential scan, 0.4-2.7 s at a million registrations),

@@ -8,6 +8,7 @@ checks the permission and streams the response.
 from django.contrib import messages
 from django.contrib.admin import action
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import path, reverse
@@ -33,19 +34,20 @@ class ExportMixin:
         return self.export_response(request, queryset, source="action")
 
     def export_view(self, request):
-        """The list's Export link, with the list's query string: every row the list matches.
+        """The list's Export button: a form posting to export/ with the list's query string; every row it matches.
 
-        GET, as a download link is; an export changes nothing but the audit trail, which records it.
+        POST only, with the CSRF token (the admin view checks it): a link or a cross-site form cannot
+        download the CSV in a user's name. The list's rules (lookups, sorts, search) hold here too.
         """
-        if request.method not in ("GET", "POST"):
-            return HttpResponseNotAllowed(["GET", "POST"])
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         if not self.has_view_permission(request) or not self.has_export_permission(request):
             raise PermissionDenied
         try:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters:
             self.message_user(request, "Nothing exported: the list's filters are not valid.", messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:registrations_appregistration_changelist"))
+            return HttpResponseRedirect(reverse("admin:registrations_appregistration_changelist") + f"?{ERROR_FLAG}=1")
         return self.export_response(request, changelist.queryset, source="list")
 
     def export_response(self, request, queryset, *, source):

@@ -1,13 +1,13 @@
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import DateTimeField, Value
+from django.db.models import DateTimeField, Q, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .. import audit, dispatch, queue
+from .. import audit, dispatch, queue, reveals
 from ..mapping import is_object_id
 from ..models import AppRegistration, AuditAction
 from . import filters, rendering
@@ -16,12 +16,16 @@ from .changelist import CappedCountPaginator, PlainActionCheckbox, ReviewChangeL
 from .columns import ListColumnsMixin
 from .detail_sections import DetailSectionsMixin
 from .export import ExportMixin
+from .lookups import AllowListedLookups
 from .per_request import pii_lens, sync_health
 from .rendering import FAILED_KINDS
 from .reveal import RevealMixin
 from .review import ReviewDeskMixin
 
 SEARCH_IDS_LIMIT = 5_000
+SEARCH_HELP_WITHOUT_PII = (
+    "A whole email, phone number or name (any case); a 24-character Verifik id finds that registration."
+)
 
 
 def _dispatched(result):
@@ -37,6 +41,7 @@ class AppRegistrationAdmin(
     RevealMixin,
     PlainActionCheckbox,
     ReviewDeskMixin,
+    AllowListedLookups,
     ReadOnlyAdmin,
 ):
     # What decides the work first (status, why, how long, who, decision); who the applicant is after.
@@ -67,6 +72,8 @@ class AppRegistrationAdmin(
     search_fields = ["name", "email", "phone", "notes"]
     search_help_text = "Name, email, phone or notes; a 24-character Verifik id finds that registration."
     sortable_by = ["status_badge", "reasons", "waiting", "applicant", "updated_at", "last_confirmed"]
+    sortable_without_pii = ["status_badge", "reasons", "waiting", "updated_at", "last_confirmed"]  # not by name
+    list_lookups = ["current_step", "status__in"]  # the dashboard links to registrations stopped at a step
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
     list_per_page = 50
@@ -148,14 +155,14 @@ class AppRegistrationAdmin(
             return ["waiting_since", "pk"]
         return super().get_ordering(request)
 
-    def lookup_allowed(self, lookup, value, request=None):
-        """The dashboard links to registrations stopped at a step."""
-        return lookup in ("current_step", "status__in") or super().lookup_allowed(lookup, value, request)
-
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if is_object_id(term):
             return queryset.filter(verifik_id=term.lower()), False
+        if term and not reveals.has_view_pii(request.user):
+            # A whole value only (the email or phone a caller gives, a full name), never a part of one:
+            # which rows a fragment matches would tell, a letter at a time, what the mask hides.
+            return queryset.filter(Q(email__iexact=term) | Q(phone__iexact=term) | Q(name__iexact=term)), False
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         if not term:
             return queryset, may_have_duplicates
@@ -166,6 +173,12 @@ class AppRegistrationAdmin(
         if len(ids) > SEARCH_IDS_LIMIT:
             return queryset, may_have_duplicates
         return self.get_queryset(request).filter(pk__in=ids), False
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        if not reveals.has_view_pii(request.user):
+            changelist.search_help_text = SEARCH_HELP_WITHOUT_PII
+        return changelist
 
     def get_readonly_fields(self, request, obj=None):
         return [field for _, options in self.fieldsets for field in options["fields"]]

@@ -4,10 +4,11 @@ from django.utils.html import format_html, format_html_join
 from ..models import SyncRun
 from . import rendering
 from .base import ReadOnlyAdmin
+from .lookups import AllowListedLookups
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(ReadOnlyAdmin):
+class SyncRunAdmin(AllowListedLookups, ReadOnlyAdmin):
     list_display = [
         "__str__",
         "outcome_badge",
@@ -24,6 +25,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
         "details",
         "error_excerpt",
     ]
+    sortable_without_pii = list_display  # counts and times: no column is personal
     list_filter = ["outcome", "kind", "trigger"]
     list_select_related = ["user"]
     search_fields = ["=verifik_id"]

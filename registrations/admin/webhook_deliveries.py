@@ -3,6 +3,7 @@ from django.contrib import admin
 from ..models import WebhookDelivery
 from . import rendering
 from .base import ReadOnlyAdmin
+from .lookups import AllowListedLookups
 
 OUTCOME_TONES = {
     "queued": "info",
@@ -15,8 +16,9 @@ OUTCOME_TONES = {
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
+class WebhookDeliveryAdmin(AllowListedLookups, ReadOnlyAdmin):
     list_display = ["__str__", "received_at", "event_type", "verifik_id", "outcome_badge", "sync_run", "detail"]
+    sortable_without_pii = list_display  # ids, types and outcomes: no column is personal
     list_filter = ["outcome"]
     search_fields = ["=verifik_id", "event_type"]
     list_select_related = ["sync_run"]
