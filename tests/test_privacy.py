@@ -53,33 +53,92 @@ def test_documents_keep_the_last_three_or_four_characters():
     assert privacy.mask_document(None) is None
 
 
-def test_payloads_are_masked_by_key_name_at_any_depth_and_left_untouched():
+def test_payloads_show_only_the_allow_list_and_are_left_untouched():
     payload = {
         "name": "Ana Gómez",
         "Email": "ana@example.co",
         "countryCode": "+57",
         "phone": "3001234567",
         "status": "ONGOING",
+        "_id": "65f1c0ffee0000000000beef",
+        "createdAt": "2025-01-01T00:00:00.000Z",
+        "redFlags": 2,
         "documentValidation": {"OCRExtraction": {"documentNumber": 1023456789, "expirationDate": "2030-01-01"}},
         "people": [{"first_name": "Ana", "last-name": "Gómez"}, {"fullName": {"given": "Luis", "family": "Paz"}}],
         "notes": "Called Ana Gómez on 3001234567, wrote to ana@example.co and x.y@z.org",
         "flags": [True, None, 3],
+        "biometricValidation": {"livenessScore": 0.93, "passed": False, "attemptsCount": 2},
+        "failed": [{"reason": "Blurry image"}, {"reason": "Ana sent her cousin's ID"}],
     }
     original = repr(payload)
     known = [(privacy.NAME, payload["name"]), (privacy.PHONE, payload["phone"])]
     masked = privacy.mask_payload(payload, known)
     assert repr(payload) == original  # a copy: the stored payload is not changed
     assert masked["name"] == "A*** G***" and masked["Email"] == "a***@e***.co" and masked["phone"] == "******4567"
-    assert masked["countryCode"] == "+57" and masked["status"] == "ONGOING" and masked["flags"] == [True, None, 3]
+    # On the allow-list: ids, status, dates, counts, scores, booleans, reasons of the vocabulary.
+    for key in ("countryCode", "status", "_id", "createdAt", "redFlags", "biometricValidation"):
+        assert masked[key] == payload[key], key
+    assert masked["failed"] == [{"reason": "Blurry image"}, {"reason": privacy.PERSONAL}]
+    # Off it: free text, unknown keys (a number, a date under a key that is no timestamp's).
+    assert masked["notes"] == privacy.PERSONAL and masked["flags"] == [True, None, privacy.PERSONAL]
     assert masked["documentValidation"]["OCRExtraction"] == {
         "documentNumber": "******6789",
-        "expirationDate": "2030-01-01",
+        "expirationDate": privacy.PERSONAL,
     }
     assert masked["people"] == [
         {"first_name": "A***", "last-name": "G***"},
         {"fullName": {"given": "L***", "family": "P***"}},
     ]
-    assert masked["notes"] == "Called A*** G*** on ******4567, wrote to a***@e***.co and x***@z***.org"
+
+
+def test_what_the_deny_list_let_through_is_masked():
+    """address, dateOfBirth, givenName, familyName, nationality, ip, photoUrl, form answers, the project's
+    data-protection officer's address, and a personal key nested under keys nobody listed."""
+    payload = {
+        "person": {
+            "address": "Calle 12 # 34-56, Bogotá",
+            "dateOfBirth": "1990-04-12",
+            "givenName": "Ximena",
+            "familyName": "Quiroga",
+            "nationality": "Colombian",
+            "ip": "181.52.10.4",
+            "photoUrl": "https://cdn.example.com/faces/ximena.jpg",
+        },
+        "formSubmission": {"answers": [{"question": "Mother's maiden name", "answer": "Urrutia"}]},
+        "project": {"dataProtection": {"name": "Data Officer", "email": "dpo@example.com", "address": "1 Main St"}},
+        "vendorExtension": {"blob": {"deeper": [{"surname": "Valderrama", "note": "Lives at 9 Rue Verte"}]}},
+        "ipCountryMismatch": {"expected": "CO", "detected": "RU", "score": 0.82},
+    }
+    shown = repr(privacy.mask_payload(payload))
+    for value in (
+        "Calle 12",
+        "1990-04-12",
+        "Ximena",
+        "Quiroga",
+        "Colombian",
+        "181.52.10.4",
+        "ximena.jpg",
+        "Mother's maiden",
+        "Urrutia",
+        "Data Officer",
+        "dpo@example.com",
+        "1 Main St",
+        "Valderrama",
+        "Rue Verte",
+        "RU",
+    ):
+        assert value not in shown, value
+    assert "0.82" in shown and "X***" in shown and "V***" in shown
+
+
+def test_free_text_and_query_strings_are_masked_after_decoding():
+    text = privacy.mask_text("Verifik: 409 email ximena.q@example.org already used; document 1023456789")
+    assert "ximena.q@example.org" not in text and "1023456789" not in text and "x***@e***.org" in text
+    query = privacy.mask_query("q=user492.951054%40example.io&status=FAILED&email__startswith=xim&o=-2")
+    assert query == "q=u***@e***.io&status=FAILED&email__startswith=x***&o=-2"
+    assert privacy.mask_query("q=Ximena+Quiroga") == "q=X*** Q***"
+    assert privacy.mask_query("q=3001234567") == "q=******4567"
+    assert privacy.mask_query("q=65f1c0ffee0000000000beef") == "q=65f1c0ffee0000000000beef"
 
 
 def test_hostile_payloads_cost_a_marker():
