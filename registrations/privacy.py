@@ -4,7 +4,7 @@ Pure functions (no I/O, no settings): the admin, the CSV export, the audit trail
 timeline call them with what they read, so a value is masked the same way everywhere.
 Personal data is a registration's name, email, phone and document numbers, and inside
 the raw payload and populated objects everything that is not on the allow-list
-(`ALLOWED_KEYS` and the rules of `_allowed`): a key Verifik adds tomorrow is masked
+(the key sets below and the rules of `_allowed`): a key Verifik adds tomorrow is masked
 until someone decides it is not personal. Free text (notes, reasons, errors) is masked
 by pattern and by the registration's own values; query strings are decoded first.
 """
@@ -50,12 +50,16 @@ PERSONAL_KEYS = {
     "dateofbirth": OTHER,
     "birthdate": OTHER,
     "dob": OTHER,
+    # Containers whose every value is personal, whatever its key or shape ({"address": {"state": ...}}).
+    "address": OTHER,
+    "location": OTHER,
 }
 
 # The allow-list: keys whose values a user without view_pii sees as Verifik sent them (see `_allowed`).
 # Enumerations (a short token each): statuses, steps, outcomes, kinds, the language.
 # The phone's country code is an enumeration too: the masked phone shows it anyway.
-ENUM_KEYS = {"status", "outcome", "state", "kind", "type", "currentstep", "step", "language", "countrycode"}
+# Not "state": in an address it is a place ({"address": {"state": "Antioquia"}}).
+ENUM_KEYS = {"status", "outcome", "kind", "type", "currentstep", "step", "language", "countrycode"}
 # Counts (integers).
 COUNT_KEYS = {"v", "version", "attempts", "maxattempts", "redflags", "total", "page", "pages", "limit"}
 # Reasons: shown when the value is in REASONS, masked otherwise (a reason may quote the person).
@@ -324,7 +328,7 @@ def mask_query(query):
             value = mask_search(value)
         else:
             value = mask_text(value)
-        parts.append(f"{key}={value}")
+        parts.append(f"{mask_text(key)}={value}")  # a hostile key may carry an email too
     return "&".join(parts)
 
 

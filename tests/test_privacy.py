@@ -96,7 +96,7 @@ def test_what_the_deny_list_let_through_is_masked():
     data-protection officer's address, and a personal key nested under keys nobody listed."""
     payload = {
         "person": {
-            "address": "Calle 12 # 34-56, Bogotá",
+            "address": {"street": "Calle 12 # 34-56", "city": "Bogotá", "state": "Cundinamarca", "zip": 110111},
             "dateOfBirth": "1990-04-12",
             "givenName": "Ximena",
             "familyName": "Quiroga",
@@ -112,6 +112,8 @@ def test_what_the_deny_list_let_through_is_masked():
     shown = repr(privacy.mask_payload(payload))
     for value in (
         "Calle 12",
+        "Cundinamarca",
+        "110111",
         "1990-04-12",
         "Ximena",
         "Quiroga",
@@ -139,6 +141,7 @@ def test_free_text_and_query_strings_are_masked_after_decoding():
     assert privacy.mask_query("q=Ximena+Quiroga") == "q=X*** Q***"
     assert privacy.mask_query("q=3001234567") == "q=******4567"
     assert privacy.mask_query("q=65f1c0ffee0000000000beef") == "q=65f1c0ffee0000000000beef"
+    assert privacy.mask_query("ana%40example.org=1") == "a***@e***.org=1"  # a hostile key is masked too
 
 
 def test_hostile_payloads_cost_a_marker():
