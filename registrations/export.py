@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, reveals
+from . import audit, privacy, reveals
 from .models import AuditAction
 
 CHUNK_SIZE = 2_000  # rows fetched from the server-side cursor at a time
@@ -55,11 +55,14 @@ class Export:
 
 
 def begin(queryset, user, *, query, source, request=None):
-    """Count what the export will hold and record it (action "export", the filter and the count)."""
+    """Count what the export will hold and record it (action "export", the filter decoded and masked, the count)."""
     with transaction.atomic():
         count = queryset.order_by().count()
         event = audit.record(
-            AuditAction.EXPORT, actor=user, request=request, details={"filter": query, "rows": count, "source": source}
+            AuditAction.EXPORT,
+            actor=user,
+            request=request,
+            details={"filter": privacy.mask_query(query), "rows": count, "source": source},
         )
     return Export(rows=count, event_id=event.pk)
 

@@ -100,6 +100,37 @@ def test_the_purge_is_on_the_beat_schedule():
     assert "registrations.tasks.purge_removed_registrations" in schedule
 
 
+def test_erasure_scrubs_the_persons_values_from_decision_reasons_and_comments(account):
+    """Both paths (the daily purge and a data-subject request); another registration's texts stay as written."""
+    rita = staff("rita", "Registration reviewers")
+    purged = removed(account, account.records[7]["_id"], 90)
+    requested = AppRegistration.objects.exclude(pk=purged.pk).exclude(name__contains="<").exclude(email=None).first()
+    bystander = AppRegistration.objects.exclude(pk__in=[purged.pk, requested.pk]).exclude(email=None).first()
+    written = {}
+    for row in (purged, requested, bystander):
+        first_word = row.name.split()[0]
+        reason = f"{row.name} sent a blurry ID; {first_word.upper()} confirmed by phone {row.phone}"
+        decision = review.decide(row, rita, "escalated", reason).decision
+        comment = review.comment(row, rita, f"Wrote to {row.email}, document 1023456789; see the first photo")
+        written[row.pk] = (row.name, row.email, row.phone, first_word, decision, comment)
+
+    purge_removed(30)
+    call_command("erase_registration", requested.verifik_id, reason="Data-subject request DSR-204")
+
+    for row in (purged, requested):
+        name, email, phone, first_word, decision, comment = written[row.pk]
+        decision.refresh_from_db()
+        comment.refresh_from_db()
+        texts = decision.reason + " | " + comment.text
+        for value in (name, email, phone, first_word, first_word.upper(), "1023456789"):
+            assert value not in texts, (value, texts)
+        assert "blurry ID" in decision.reason and "see the first photo" in comment.text  # the reviewer's words stay
+    name, email, _, _, decision, comment = written[bystander.pk]
+    decision.refresh_from_db()
+    comment.refresh_from_db()
+    assert name in decision.reason and email in comment.text
+
+
 # --- erase_registration ---------------------------------------------------------------------------
 
 

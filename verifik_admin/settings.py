@@ -271,9 +271,13 @@ VERIFIK_RAW_MAX_PART_BYTES = env.int("VERIFIK_RAW_MAX_PART_BYTES", default=64 * 
 VERIFIK_WEBHOOK_SECRET = env("VERIFIK_WEBHOOK_SECRET", default="")
 VERIFIK_WEBHOOK_MAX_BYTES = env.int("VERIFIK_WEBHOOK_MAX_BYTES", default=256 * 1024)
 # Personal data: how long a reveal (with a reason, audited) shows one registration unmasked to a user without view_pii.
+# At most VERIFIK_REVEAL_DAILY_LIMIT reveals per user in any 24 hours; past it a reveal is refused (and audited).
 VERIFIK_REVEAL_MINUTES = env.int("VERIFIK_REVEAL_MINUTES", default=15)
-if VERIFIK_REVEAL_MINUTES < 0:
-    raise ImproperlyConfigured(f"VERIFIK_REVEAL_MINUTES must be 0 or more (got {VERIFIK_REVEAL_MINUTES}).")
+if not 1 <= VERIFIK_REVEAL_MINUTES <= 60:
+    raise ImproperlyConfigured(f"VERIFIK_REVEAL_MINUTES must be between 1 and 60 (got {VERIFIK_REVEAL_MINUTES}).")
+VERIFIK_REVEAL_DAILY_LIMIT = env.int("VERIFIK_REVEAL_DAILY_LIMIT", default=20)
+if VERIFIK_REVEAL_DAILY_LIMIT < 1:
+    raise ImproperlyConfigured(f"VERIFIK_REVEAL_DAILY_LIMIT must be 1 or more (got {VERIFIK_REVEAL_DAILY_LIMIT}).")
 # Review desk: what sends a registration to the queue, four eyes on risky approvals, how long one may wait.
 VERIFIK_REVIEW_RED_FLAGS = env.int("VERIFIK_REVIEW_RED_FLAGS", default=3)
 VERIFIK_REVIEW_FOUR_EYES = env.bool("VERIFIK_REVIEW_FOUR_EYES", default=True)

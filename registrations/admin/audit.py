@@ -55,7 +55,7 @@ def lens_for(request):
 def shown_details(obj):
     """The event's details as this viewer may see them: reasons and filters quote people (fail closed)."""
     lens = getattr(obj, "pii_lens", privacy.MASKED)
-    return lens.payload(obj.details, obj.registration if obj.registration_id else None)
+    return lens.details(privacy.with_queries_masked(obj.details), obj.registration if obj.registration_id else None)
 
 
 @admin.register(AuditEvent)

@@ -36,8 +36,8 @@ class DetailSectionsMixin:
         if obj.details_retry_at and obj.details_retry_at > timezone.now():
             parts.append(f"backing off until {rendering.when(obj.details_retry_at)}")
         text = ", ".join(parts)
-        if obj.details_error:
-            return format_html('{}<br><span class="vf-stale">{}</span>', text, obj.details_error)
+        if obj.details_error:  # Verifik's words may quote the applicant: free text, masked as such
+            return format_html('{}<br><span class="vf-stale">{}</span>', text, pii(obj).text(obj.details_error, obj))
         return text
 
     @admin.display(description="Personal data")
@@ -115,7 +115,7 @@ class DetailSectionsMixin:
                 rendering.when(run.started_at),
                 run.get_trigger_display(),
                 run.user or "—",
-                run.error or "",
+                pii(obj).text(run.error, obj) or "",
             )
             for run in runs
         )

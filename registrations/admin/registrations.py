@@ -16,8 +16,10 @@ from .changelist import CappedCountPaginator, PlainActionCheckbox, ReviewChangeL
 from .columns import ListColumnsMixin
 from .detail_sections import DetailSectionsMixin
 from .export import ExportMixin
+from .free_text import shown_text
 from .lookups import AllowListedLookups
 from .per_request import pii_lens, sync_health
+from .reads import ReadsAuditedMixin
 from .rendering import FAILED_KINDS
 from .reveal import RevealMixin
 from .review import ReviewDeskMixin
@@ -39,6 +41,7 @@ class AppRegistrationAdmin(
     DetailSectionsMixin,
     ExportMixin,
     RevealMixin,
+    ReadsAuditedMixin,
     PlainActionCheckbox,
     ReviewDeskMixin,
     AllowListedLookups,
@@ -200,7 +203,9 @@ class AppRegistrationAdmin(
         self.message_user(request, f"Refreshed {len(results) - len(failed)} of {len(ids)} registrations from Verifik.")
         for result in failed:
             self.message_user(
-                request, format_html("{}: {}", rendering.run_link(result.run), result.error), messages.ERROR
+                request,
+                format_html("{}: {}", rendering.run_link(result.run), shown_text(request, result.error)),
+                messages.ERROR,
             )
 
     def get_urls(self):
@@ -254,13 +259,17 @@ class AppRegistrationAdmin(
         elif result.failed:
             self.message_user(
                 request,
-                format_html("{} failed ({}): {}", what, rendering.run_link(result.run), result.error),
+                format_html(
+                    "{} failed ({}): {}", what, rendering.run_link(result.run), shown_text(request, result.error)
+                ),
                 messages.ERROR,
             )
         elif result.run.outcome == "skipped":
             self.message_user(
                 request,
-                format_html("{} skipped ({}): {}", what, rendering.run_link(result.run), result.error),
+                format_html(
+                    "{} skipped ({}): {}", what, rendering.run_link(result.run), shown_text(request, result.error)
+                ),
                 messages.WARNING,
             )
         else:

@@ -32,22 +32,33 @@ class RevealMixin:
             return HttpResponseNotAllowed(["POST"])
         if not self.has_view_permission(request):
             raise PermissionDenied
+        view_pii = reveals.has_view_pii(request.user)
+        if not view_pii and not reveals.can_reveal(request.user):
+            raise PermissionDenied  # operators, and anyone else not given reveal_pii
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404("No registration with this id.")
         back = HttpResponseRedirect(reverse("admin:registrations_appregistration_change", args=[obj.pk]))
-        if reveals.has_view_pii(request.user):
+        if view_pii:
             self.message_user(request, "You see this registration's personal data already.", messages.INFO)
             return back
         try:
-            until = reveals.reveal(obj, request.user, request.POST.get("reason", ""), request=request)
+            revealed = reveals.reveal(obj, request.user, request.POST.get("reason", ""), request=request)
         except reveals.RevealError as error:
             self.message_user(request, str(error), messages.ERROR)
             return back
+        if revealed.again:
+            self.message_user(
+                request,
+                f"Personal data is already revealed to you until {rendering.when(revealed.until)}; "
+                "revealing it again does not extend that.",
+                messages.INFO,
+            )
+            return back
         self.message_user(
             request,
-            f"Personal data shown to you until {rendering.when(until)}; the reveal is in the audit trail "
-            "with your reason.",
+            f"Personal data revealed to you until {rendering.when(revealed.until)}; the reveal is in the audit "
+            "trail with your reason.",
             messages.SUCCESS,
         )
         return back
@@ -66,4 +77,6 @@ class RevealMixin:
             "revealed_until": revealed_until and timezone.localtime(revealed_until),
             "reveal_minutes": settings.VERIFIK_REVEAL_MINUTES,
             "reveal_reason_max": reveals.REASON_MAX_LENGTH,
+            "reveal_reason_min": reveals.REASON_MIN_LENGTH,
+            "can_reveal": reveals.can_reveal(request.user),
         }

@@ -4,11 +4,12 @@ from django.utils.html import format_html, format_html_join
 from ..models import SyncRun
 from . import rendering
 from .base import ReadOnlyAdmin
+from .free_text import MaskedTextMixin, shown
 from .lookups import AllowListedLookups
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(AllowListedLookups, ReadOnlyAdmin):
+class SyncRunAdmin(AllowListedLookups, MaskedTextMixin, ReadOnlyAdmin):
     list_display = [
         "__str__",
         "outcome_badge",
@@ -52,8 +53,8 @@ class SyncRunAdmin(AllowListedLookups, ReadOnlyAdmin):
         "removed",
         "oversized",
         "details",
-        "error",
-        "note",
+        "error_text",
+        "note_text",
         "failures_table",
     ]
     readonly_fields = fields
@@ -86,7 +87,15 @@ class SyncRunAdmin(AllowListedLookups, ReadOnlyAdmin):
 
     @admin.display(description="Error")
     def error_excerpt(self, obj):
-        return rendering.excerpt(obj.error, 80)
+        return rendering.excerpt(shown(obj, obj.error), 80)
+
+    @admin.display(description="Error")
+    def error_text(self, obj):
+        return rendering.multiline(shown(obj, obj.error))
+
+    @admin.display(description="Note")
+    def note_text(self, obj):
+        return rendering.multiline(shown(obj, obj.note))
 
     @admin.display(description="Rejected", ordering="failed")
     def rejected(self, obj):
@@ -97,7 +106,7 @@ class SyncRunAdmin(AllowListedLookups, ReadOnlyAdmin):
     def failures_table(self, obj):
         if not obj.failures:
             return rendering.EMPTY
-        rows = ((f.get("id") or "—", f.get("reason", "")) for f in obj.failures)
+        rows = ((f.get("id") or "—", shown(obj, f.get("reason", ""))) for f in obj.failures)
         more = obj.failed - len(obj.failures)
         return format_html(
             '<table class="vf-table"><thead><tr><th>Verifik id</th><th>Reason</th></tr></thead>'

@@ -22,6 +22,8 @@ ALLOW_TRUNCATE_SETTING = "verifik.allow_audit_truncate"
 class AuditAction(models.TextChoices):
     VIEW = "view", "Viewed"
     REVEAL = "reveal", "Revealed personal data"
+    REVEAL_REFUSED = "reveal_refused", "Reveal refused"
+    LIST = "list", "Listed personal data"
     DECIDE = "decide", "Decided"
     ASSIGN = "assign", "Assigned"
     COMMENT = "comment", "Commented"

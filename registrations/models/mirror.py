@@ -215,6 +215,7 @@ class AppRegistration(models.Model):
             ("refresh_appregistration", "Can refresh from Verifik"),
             ("view_pii", "Can see personal data unmasked"),
             ("export_appregistration", "Can export registrations to CSV"),
+            ("reveal_pii", "Can reveal one registration's personal data, with a reason"),
         ]
         constraints = [models.UniqueConstraint(fields=["verifik_id"], name="reg_verifik_id_unique")]
         indexes = [

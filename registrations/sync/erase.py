@@ -8,7 +8,11 @@ What goes: the applicant's name, email, phone (and its country code), Verifik's 
 the red-flag details and failed-validation lists (they quote the person's contacts and
 device), and the whole payload (`raw`, `populated`: document numbers, faces, addresses).
 What stays: the ids, the status and step, the dates, the counts the list filters on,
-the status history, the review desk's decisions and the audit trail.
+the status history, the review desk's decisions and comments, with the person's own name,
+email and phone (and any email address or long number) cut out of their reasons and texts
+(privacy.erase_text), and the audit trail. Erasing is the one writer of review rows outside
+the review service: the erasure of a person's data must reach every copy we hold, in the same
+transaction as the erasure of the row.
 
 An erased row loses its fingerprints, so the next sync that still finds it at Verifik
 stores it whole again (and clears `erased_at`): Verifik still has it, so it is live.
@@ -24,8 +28,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import audit
-from ..models import AppRegistration, AuditAction
+from .. import audit, privacy
+from ..models import AppRegistration, AuditAction, ReviewComment, ReviewDecision
 
 BATCH_SIZE = 1_000  # rows a purge transaction erases: short locks, bounded WAL per commit
 PERSONAL_FIELDS = [
@@ -66,6 +70,26 @@ def _erased_values(now):
     }
 
 
+def _scrub_review_texts(ids):
+    """Cut each registration's own personal values out of its decision reasons and comments (before its row is
+    erased: the values are read from it). Rows whose text does not change are not written."""
+    known = {
+        pk: [(privacy.NAME, name), (privacy.EMAIL, email), (privacy.PHONE, phone)]
+        for pk, name, email, phone in AppRegistration.objects.filter(pk__in=ids).values_list(
+            "pk", "name", "email", "phone"
+        )
+    }
+    for model, field in ((ReviewDecision, "reason"), (ReviewComment, "text")):
+        changed = []
+        for row in model.objects.filter(registration_id__in=ids).only("pk", "registration_id", field):
+            text = getattr(row, field)
+            scrubbed = privacy.erase_text(text, known.get(row.registration_id, ()))
+            if scrubbed != text:
+                setattr(row, field, scrubbed)
+                changed.append(row)
+        model.objects.bulk_update(changed, [field], batch_size=BATCH_SIZE)
+
+
 def erase(registration, reason, *, actor=None, now=None):
     """Erase one registration's personal data now (a data-subject request), audited with `reason`."""
     reason = (reason or "").strip()
@@ -73,6 +97,7 @@ def erase(registration, reason, *, actor=None, now=None):
         raise ValueError("A reason is required to erase a registration's personal data.")
     now = now or timezone.now()
     with transaction.atomic():
+        _scrub_review_texts([registration.pk])
         AppRegistration.objects.filter(pk=registration.pk).update(**_erased_values(now))
         audit.record(
             AuditAction.PURGE,
@@ -113,6 +138,7 @@ def purge_removed(days=None, *, now=None, batch_size=BATCH_SIZE, time_budget=Non
             )
             if not ids:
                 return Purged(erased, more=False)
+            _scrub_review_texts(ids)
             AppRegistration.objects.filter(pk__in=ids).update(**_erased_values(now))
             audit.record_each(AuditAction.PURGE, ids, details=details)
         erased += len(ids)
