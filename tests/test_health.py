@@ -46,12 +46,16 @@ def refreshing():
 def empty_health_caches(settings):
     """Each test starts without a stored report, and ends with no refresh of this process still running."""
     settings.HEALTH_TOKEN = HEALTH_TOKEN
-    for alias in ("health", "health-local"):
-        caches[alias].clear()
+    forget_stored_reports()
     yield
     wait_until(lambda: not refreshing(), 30, "the background refresh to end")
+    forget_stored_reports()
+
+
+def forget_stored_reports():
     for alias in ("health", "health-local"):
         caches[alias].clear()
+    health_view._read["entry"] = None  # this process's copy of the shared one
 
 
 def database_url():
@@ -237,6 +241,7 @@ def test_the_stored_report_is_refreshed_once_it_is_older_than_the_window(client,
 
     entry = caches["health"].get(health_view.REPORT_KEY)
     caches["health"].set(health_view.REPORT_KEY, {**entry, "at": entry["at"] - 3600})  # the window has passed
+    health_view._read["entry"] = None  # as in another process, whose copy came from the shared cache
     stale = client.get("/health/")
     assert stale.json()["checks"]["full_sync"] == "Unavailable: no full sync has succeeded yet"  # served, not waited
     wait_until(lambda: stored_at() > first, 30, "the refresh")
@@ -301,3 +306,8 @@ def test_every_gunicorn_worker_serves_one_shared_report(spawn):
     assert len(answers) == 1, answers  # whichever process answered
     log = web.log_path.read_text()
     assert log.count("health checks run for the stored report") == 1, log[-3000:]
+
+
+def test_the_anonymous_answer_still_checks_the_host(client):
+    assert client.get("/health/", headers={"Host": "attacker.example"}).status_code == 400
+    assert client.head("/health/").status_code == 503  # nothing stored yet: "not checked yet"

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime
 import hmac
+import json
 import logging
 import threading
 import time
@@ -26,7 +27,8 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connections
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.utils.http import http_date
@@ -150,23 +152,72 @@ def refresh(cache):
             cache.delete(REFRESH_LOCK_KEY)
 
 
+# The last report this process read from the shared cache: served without asking Redis while it is younger
+# than the window (the report is the same; only who holds a copy differs).
+_read = {"entry": None}
+
+
+def _fresh(entry):
+    return entry is not None and entry["at"] is not None and time.time() - entry["at"] < settings.HEALTH_CACHE_SECONDS
+
+
 def stored_report():
     """The last stored report, never waiting on a check: starts a refresh in the background when it is stale.
 
     The shared cache first; while its Redis cannot be reached, this process's own (whose report
     then says the broker is down).
     """
+    if _fresh(_read["entry"]):
+        return _read["entry"]
     for alias in ("health", "health-local"):
         cache = caches[alias]
         try:
             entry = cache.get(REPORT_KEY)
-            stale = entry is None or time.time() - entry["at"] >= settings.HEALTH_CACHE_SECONDS
-            if stale and cache.add(REFRESH_LOCK_KEY, 1, timeout=REFRESH_LOCK_SECONDS):
+            if not _fresh(entry) and cache.add(REFRESH_LOCK_KEY, 1, timeout=REFRESH_LOCK_SECONDS):
                 threading.Thread(target=refresh, args=(cache,), name="health-refresh", daemon=True).start()
         except RedisError:
             continue
+        _read["entry"] = entry
         return entry or NOT_CHECKED_YET
     raise AssertionError("the local cache cannot fail")
+
+
+NEVER_CACHE = "max-age=0, no-cache, no-store, must-revalidate, private"  # what add_never_cache_headers writes
+
+
+def stored_response():
+    """The stored report as the response an anonymous caller gets, built for a flood of them: the JSON is
+    rendered once per report, and a failing report is not logged again as a server error on every
+    probe (the request line says 503; the refresh logs each new report once)."""
+    entry = stored_report()
+    if "json" not in entry:
+        entry["json"] = json.dumps(entry["body"]).encode()
+    response = HttpResponse(entry["json"], status=entry["status"], content_type="application/json")
+    response["Cache-Control"] = NEVER_CACHE
+    response["Expires"] = http_date()
+    if entry["at"] is not None:
+        response["X-Health-Checked-At"] = http_date(entry["at"])
+    response._has_been_logged = True  # django.utils.log.log_response's own mark
+    return response
+
+
+class AnonymousHealthMiddleware:
+    """Answers `GET /health/` without a session cookie or an Authorization header from the stored report,
+    before sessions, CSRF, CSP and the rest run: a load balancer's probe (or a flood of them) costs a
+    dictionary lookup. Anything else goes on to HealthView. The Host is checked as for every request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.path = None
+
+    def __call__(self, request):
+        if self.path is None:
+            self.path = reverse("health")
+        anonymous = "Authorization" not in request.headers and settings.SESSION_COOKIE_NAME not in request.COOKIES
+        if request.path_info == self.path and request.method in ("GET", "HEAD") and anonymous:
+            request.get_host()  # DisallowedHost (400) for a Host outside DJANGO_ALLOWED_HOSTS
+            return stored_response()
+        return self.get_response(request)
 
 
 def may_see_a_fresh_report(request):
@@ -192,14 +243,10 @@ class HealthView(View):
     http_method_names = ["get", "head"]
 
     def get(self, request, *args, **kwargs):
-        if may_see_a_fresh_report(request):
-            body, status = report(async_to_sync(run_checks)())
-            response = JsonResponse(body, status=status)
-        else:
-            entry = stored_report()
-            response = JsonResponse(entry["body"], status=entry["status"])
-            if entry["at"] is not None:
-                response["X-Health-Checked-At"] = http_date(entry["at"])
+        if not may_see_a_fresh_report(request):
+            return stored_response()
+        body, status = report(async_to_sync(run_checks)())
+        response = JsonResponse(body, status=status)
         add_never_cache_headers(response)
         return response
 

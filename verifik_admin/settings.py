@@ -79,6 +79,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "verifik_admin.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "verifik_admin.health.AnonymousHealthMiddleware",  # a load balancer's probe needs nothing below
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "verifik_admin.middleware.RejectNulBytesMiddleware",
     "verifik_admin.middleware.StatementTimeoutMiddleware",  # DJANGO_DB_STATEMENT_TIMEOUT; static files never query
