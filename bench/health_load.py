@@ -6,6 +6,10 @@ or beat runs, so every run of the checks waits the full ping timeout: the worst 
 would wait on it. The login page is timed from this process, one request after another, first with
 nothing else running (idle), then while a second process runs the clients (a thread each, one new
 connection per request, as a load balancer probes). Goal: the median under load within 2x the idle one.
+
+The same clients then run against the smallest WSGI application (bench/floor_wsgi.py) on the same
+gunicorn: the most requests a second this machine serves them at all. 20 clients that never pause keep
+about 20 requests queued, so a login request waits about 20 / that rate behind them.
 """
 
 import argparse
@@ -74,7 +78,48 @@ def clients(port, count, seconds):
     )
 
 
-def start_gunicorn(port, static_root, broker):
+def run_clients(port, clients_count, seconds):
+    """The load process, started; returns it once its clients are about to start."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "bench.health_load", "--port", str(port), "--clients", str(clients_count)]
+        + ["--seconds", str(seconds)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert load.stdout.readline().strip() == "started"
+    return load
+
+
+def floor(clients_count, seconds, workers):
+    """The clients' summary against bench/floor_wsgi.py on gunicorn with `workers` workers."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "bench.floor_wsgi", "--bind", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get(port, "/")
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.2)
+        load = run_clients(port, clients_count, seconds)
+        return json.loads(load.communicate(timeout=seconds + 60)[0])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+def start_gunicorn(port, static_root, broker, root=ROOT):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "verifik_admin.settings",
@@ -89,13 +134,13 @@ def start_gunicorn(port, static_root, broker):
         "VERIFIK_WEBHOOK_SECRET": secrets.token_urlsafe(32),
     }
     subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=root, env=env, check=True
     )
     workers = os.environ.get("WEB_CONCURRENCY", "3")
     command = [sys.executable, "-m", "gunicorn", "verifik_admin.wsgi", "--bind", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
         [*command, "--workers", workers],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -113,25 +158,21 @@ def start_gunicorn(port, static_root, broker):
         time.sleep(0.2)
 
 
-def health_under_load(clients_count=20, seconds=10):
-    """The login page's median idle and beside `clients_count` anonymous /health/ clients, with gunicorn's workers."""
+def health_under_load(clients_count=20, seconds=10, root=ROOT, static_root=ROOT / ".data" / "bench-static"):
+    """The login page's median idle and beside `clients_count` anonymous /health/ clients, with gunicorn's workers.
+
+    `root`: the checkout gunicorn serves (another one's, to compare); the clients are always this one's.
+    """
     from .workers import BROKER  # here: the load process imports this module without Django
 
     redis.Redis.from_url(BROKER).flushdb()  # no stored report: the first request of the load starts one
     port = free_port()
-    process, workers = start_gunicorn(port, ROOT / ".data" / "bench-static", BROKER)
+    process, workers = start_gunicorn(port, static_root, BROKER, root)
     try:
         for _ in range(20):  # warm every worker
             get(port, LOGIN)
         idle = [get(port, LOGIN)[0] for _ in range(IDLE_SAMPLES)]
-        load = subprocess.Popen(
-            [sys.executable, "-m", "bench.health_load", "--port", str(port), "--clients", str(clients_count)]
-            + ["--seconds", str(seconds)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert load.stdout.readline().strip() == "started"
+        load = run_clients(port, clients_count, seconds)
         loaded = []
         while load.poll() is None and len(loaded) < MAX_LOADED_SAMPLES:
             elapsed, status = get(port, LOGIN)
@@ -153,6 +194,7 @@ def health_under_load(clients_count=20, seconds=10):
         "ratio": loaded_ms / idle_ms,
         "login_samples": {"idle": len(idle), "loaded": len(loaded)},
         "health": summary,
+        "floor": floor(clients_count, seconds, workers),
     }
 
 

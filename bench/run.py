@@ -486,6 +486,11 @@ def report_health(h):
         f"   {h['ratio']:.2f}x the idle median (target <= 2); /health/: {g['requests']} requests "
         f"({g['per_second']:.0f}/s, median {g['median_ms']:.1f} ms, statuses {g['statuses']})"
     )
+    f = h["floor"]
+    print(
+        f"   floor, the same clients on the smallest WSGI app: {f['per_second']:.0f}/s, median {f['median_ms']:.1f} ms "
+        f"(a request queued behind {h['clients']} waits ~{h['clients'] / f['per_second'] * 1000:.0f} ms there)"
+    )
 
 
 if __name__ == "__main__":
