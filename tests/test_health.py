@@ -90,7 +90,6 @@ def spawn(valkey, tmp_path):
             "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": valkey.url(0),
             "HEALTH_TOKEN": HEALTH_TOKEN,
-            "VERIFIK_WEBHOOK_SECRET": "w" * 32,  # the test settings' short one would stop gunicorn (DEBUG is off)
             **extra_env,
         }
         process = subprocess.Popen(

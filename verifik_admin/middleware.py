@@ -131,7 +131,7 @@ class WebStatementTimeout:
         if self.applied_to is None or connection.connection is not self.applied_to:
             return  # never set, or that connection is gone and its settings with it
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("RESET statement_timeout")
+            with connection.wrap_database_errors:  # on the driver's connection, like the SET: no query of the page's
+                self.applied_to.execute("RESET statement_timeout")
         except DatabaseError:
             pass  # a broken connection: Django closes it at the end of the request
