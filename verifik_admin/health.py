@@ -214,7 +214,7 @@ class AnonymousHealthMiddleware:
         if self.path is None:
             self.path = reverse("health")
         anonymous = "Authorization" not in request.headers and settings.SESSION_COOKIE_NAME not in request.COOKIES
-        if request.path_info == self.path and request.method in ("GET", "HEAD") and anonymous:
+        if request.path == self.path and request.method in ("GET", "HEAD") and anonymous:
             request.get_host()  # DisallowedHost (400) for a Host outside DJANGO_ALLOWED_HOSTS
             return stored_response()
         return self.get_response(request)
