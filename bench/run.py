@@ -29,6 +29,7 @@ SIZES = {
         "export_rows": 10_000,
         "audit_events": 20_000,
         "budget_seconds": 10,
+        "health_seconds": 5,
     },
     "full": {
         "count": 100_000,
@@ -44,11 +45,24 @@ SIZES = {
         "export_rows": 100_000,
         "audit_events": 1_000_000,
         "budget_seconds": 30,
+        "health_seconds": 10,
     },
 }
 
 # Every scenario `make bench` runs, in order; `--only` picks some.
-SCENARIOS = ["sync", "resync", "memory", "details", "split", "admin", "audit", "budget", "privacy", "filters"]
+SCENARIOS = [
+    "sync",
+    "resync",
+    "memory",
+    "details",
+    "split",
+    "admin",
+    "audit",
+    "budget",
+    "privacy",
+    "filters",
+    "health",
+]
 
 
 def ensure_database():
@@ -89,7 +103,7 @@ def main():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from . import admin_scenarios, budget, sync_scenarios
+    from . import admin_scenarios, budget, health_load, sync_scenarios
 
     only = set(args.only or SCENARIOS)
     output = Path(args.output)
@@ -194,6 +208,10 @@ def main():
         results["filters"] = admin_scenarios.filters_at_scale(size["admin"], size["admin_reps"])
         report_filters(results["filters"])
         save()
+    if "health" in only:
+        results["health"] = health_load.health_under_load(seconds=size["health_seconds"])
+        report_health(results["health"])
+        save()
     results["targets"] = targets(results)
     if results["targets"]:
         print_table(
@@ -241,6 +259,14 @@ def targets(results):
             f"<= {b['ceiling']:g}",
             met,
             "{}",
+        )
+    if "health" in results:
+        h = results["health"]
+        add(
+            f"login page median beside {h['clients']} anonymous /health/ clients / idle",
+            h["ratio"],
+            "<= 2x",
+            h["ratio"] <= 2,
         )
     if "filters" in results:
         views = results["filters"]["views"]
@@ -438,6 +464,33 @@ def report_filters(f):
         ],
     )
     print(f"   {sum(v['met'] for v in views)} of {len(views)} within {f['target_ms']} ms")
+
+
+def report_health(h):
+    g = h["health"]
+    print_table(
+        f"13. The login page beside {h['clients']} anonymous clients looping on /health/ for {h['seconds']:g} s, "
+        f"gunicorn with {h['workers']} workers",
+        ["", "login median ms", "login p90 ms", "requests"],
+        [
+            ["idle", f"{h['login_idle_ms']:.1f}", "", h["login_samples"]["idle"]],
+            [
+                "under load",
+                f"{h['login_loaded_ms']:.1f}",
+                f"{h['login_loaded_p90_ms']:.1f}",
+                h["login_samples"]["loaded"],
+            ],
+        ],
+    )
+    print(
+        f"   {h['ratio']:.2f}x the idle median (target <= 2); /health/: {g['requests']} requests "
+        f"({g['per_second']:.0f}/s, median {g['median_ms']:.1f} ms, statuses {g['statuses']})"
+    )
+    f = h["floor"]
+    print(
+        f"   floor, the same clients on the smallest WSGI app: {f['per_second']:.0f}/s, median {f['median_ms']:.1f} ms "
+        f"(a request queued behind {h['clients']} waits ~{h['clients'] / f['per_second'] * 1000:.0f} ms there)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,4 +6,6 @@ class RegistrationsConfig(AppConfig):
     name = "registrations"
 
     def ready(self):
+        from verifik_admin import checks as settings_checks  # noqa: F401 - the project's checks on its settings
+
         from . import checks, receivers  # noqa: F401 - registers the system checks and the audit's receivers

@@ -375,25 +375,28 @@ def test_attempts_show_in_the_admin_without_secrets(client, admin_client):
 
 
 @pytest.mark.parametrize(
-    ("behind_proxy", "forwarded", "recorded"),
+    ("behind_proxy", "proxies", "forwarded", "recorded"),
     [
-        (False, "203.0.113.7", "127.0.0.1"),
-        (True, "203.0.113.7", "203.0.113.7"),
-        (True, "198.51.100.66, 203.0.113.7", "203.0.113.7"),  # what the client sent is left of its address
-        (True, "203.0.113.7, 10.0.0.2", "203.0.113.7"),  # an internal load balancer's hop is passed over
-        (True, "198.51.100.66, 203.0.113.7, 10.0.0.2, 192.168.1.1", "203.0.113.7"),
-        (True, "10.1.2.3", "10.1.2.3"),  # a client inside the network
-        (True, "10.9.9.9, 172.16.0.4", "10.9.9.9"),
-        (True, "not-an-address", "127.0.0.1"),
-        (True, "203.0.113.7, 203.0.113.8; DROP TABLE", "127.0.0.1"),
-        (True, "", "127.0.0.1"),
-        (True, "2001:db8::1", "2001:db8::1"),
-        (True, "2001:db8::1, fd00::5", "2001:db8::1"),
+        (False, 1, "203.0.113.7", "127.0.0.1"),
+        (True, 1, "203.0.113.7", "203.0.113.7"),
+        (True, 1, "198.51.100.66, 203.0.113.7", "203.0.113.7"),  # what the client sent is left of its address
+        (True, 1, "203.0.113.7, 10.0.0.2", "10.0.0.2"),  # one proxy: only its own entry counts, internal or not
+        (True, 2, "203.0.113.7, 10.0.0.2", "203.0.113.7"),  # two proxies: the outer one's entry
+        (True, 2, "198.51.100.66, 203.0.113.7, 10.0.0.2", "203.0.113.7"),
+        (True, 3, "203.0.113.7, 10.0.0.2", "203.0.113.7"),  # fewer entries than proxies: the left-most
+        (True, 1, "10.1.2.3", "10.1.2.3"),  # a client inside the network
+        (True, 1, "not-an-address", "127.0.0.1"),
+        (True, 1, "not-an-address, 203.0.113.7", "203.0.113.7"),  # the client's part is never read
+        (True, 1, "203.0.113.7, 203.0.113.8; DROP TABLE", "127.0.0.1"),
+        (True, 1, "", "127.0.0.1"),
+        (True, 1, "2001:db8::1", "2001:db8::1"),
+        (True, 2, "2001:db8::1, fd00::5", "2001:db8::1"),
+        (True, 1, "fe80::1%eth0", "127.0.0.1"),  # a zone cannot be stored
     ],
 )
-def test_x_forwarded_for_is_used_only_behind_the_proxy(client, behind_proxy, forwarded, recorded):
+def test_x_forwarded_for_is_used_only_behind_the_proxy(client, behind_proxy, proxies, forwarded, recorded):
     enrolled("alice")
-    with override_settings(DJANGO_BEHIND_PROXY=behind_proxy):
+    with override_settings(DJANGO_BEHIND_PROXY=behind_proxy, DJANGO_TRUSTED_PROXY_COUNT=proxies):
         response = fail(client, "alice", 1, HTTP_X_FORWARDED_FOR=forwarded)[0]
     assert response.status_code == 200
     assert AccessAttempt.objects.get(username="alice").ip_address == recorded

@@ -8,15 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
+from access import devices
 from registrations import tasks
-from registrations.models import AppRegistration, SyncRun, WebhookDelivery
+from registrations.models import AppRegistration, AuditEvent, SyncRun, WebhookDelivery
 from registrations.simulator import Faults
 from registrations.sync import SyncFailed, refresh, run_sync
 from registrations.verifik import InvalidRegistrationId
+
+from .support import side_connection, staff
 
 pytestmark = pytest.mark.django_db
 
@@ -67,14 +72,30 @@ def test_without_a_secret_key_production_refuses_to_start():
     assert result.returncode != 0 and "DJANGO_SECRET_KEY is not set" in result.stderr
 
 
-def test_check_deploy_is_clean_in_production_settings():
-    env = clean_env(
+def production_env(**extra):
+    return clean_env(
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_ALLOWED_HOSTS="admin.example.com",
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",  # never reached: checks only
         DJANGO_BEHIND_PROXY="true",
+        **extra,
     )
+
+
+def check_deploy(env):
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_check_deploy_is_clean_in_production_settings():
+    env = production_env(VERIFIK_WEBHOOK_SECRET=secrets.token_urlsafe(32), HEALTH_TOKEN=secrets.token_urlsafe(32))
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
@@ -95,6 +116,73 @@ def test_check_deploy_is_clean_in_production_settings():
     assert result.stdout.split("\n")[-2] == (
         "True access.backends.LockoutBackend 1800 True True axes.middleware.AxesMiddleware [\"'none'\"]"
     ), result.stderr
+
+
+def test_startup_refuses_a_short_webhook_secret_and_a_lockout_outside_its_range():
+    env = production_env(
+        VERIFIK_WEBHOOK_SECRET="a", DJANGO_LOGIN_FAILURE_LIMIT="1000", DJANGO_LOGIN_LOCKOUT_MINUTES="0.01"
+    )
+    result = check_deploy(env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "VERIFIK_WEBHOOK_SECRET is 1 characters long" in output and "verifik_admin.E001" in output
+    assert "verifik_admin.E003" in output and "verifik_admin.E004" in output
+    # Plain `check` (and so migrate, the release step, and runserver) refuses too, and so does a gunicorn worker.
+    plain = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert plain.returncode != 0 and "verifik_admin.E001" in plain.stderr, plain.stdout + plain.stderr
+    wsgi = subprocess.run(
+        [sys.executable, "-c", "import verifik_admin.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert wsgi.returncode != 0 and "ImproperlyConfigured" in wsgi.stderr and "E001" in wsgi.stderr, wsgi.stderr
+
+
+@pytest.mark.parametrize("minutes", ["525600", "0"])
+def test_startup_refuses_a_reveal_window_outside_one_to_sixty_minutes(minutes):
+    result = check_deploy(production_env(VERIFIK_REVEAL_MINUTES=minutes))
+    assert result.returncode != 0 and "VERIFIK_REVEAL_MINUTES" in result.stdout + result.stderr
+
+
+def test_behind_the_proxy_an_internal_client_cannot_forge_its_recorded_address(client, settings):
+    """10.1.2.3, inside the network, sends `X-Forwarded-For: 203.0.113.50`; our proxy (10.0.0.5) appends 10.1.2.3."""
+    settings.DJANGO_BEHIND_PROXY = True
+    devices.enrol_confirmed(staff("alice"))
+    login = {"username": "alice", "password": "wrong", "otp_token": "000000", "next": "/admin/"}
+    client.post(reverse("admin:login"), login, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="203.0.113.50, 10.1.2.3")
+    assert AccessAttempt.objects.get(username="alice").ip_address == "10.1.2.3"
+    assert AuditEvent.objects.get(action="login_failed").ip == "10.1.2.3"
+    # With two proxies of ours, the outer one's entry; what the client wrote left of it still counts for nothing.
+    settings.DJANGO_TRUSTED_PROXY_COUNT = 2
+    client.post(
+        reverse("admin:login"),
+        login,
+        REMOTE_ADDR="10.0.0.5",
+        HTTP_X_FORWARDED_FOR="198.51.100.1, 203.0.113.50, 10.1.2.3",
+    )
+    assert AuditEvent.objects.filter(action="login_failed").latest("pk").ip == "203.0.113.50"
+
+
+@pytest.mark.timeout(60)  # without the timeout the request waits for the lock: a hang is this test failing
+@pytest.mark.django_db(
+    transaction=True
+)  # autocommit, as in production: the cancelled statement aborts no test transaction
+def test_a_statement_past_the_web_timeout_asks_to_narrow_the_filter(admin_client, settings, caplog):
+    settings.DJANGO_REQUIRE_2FA = False
+    settings.DJANGO_DB_STATEMENT_TIMEOUT = 0.3
+    search = "?q=someone.private%40example.com"
+    with side_connection() as side:
+        side.execute("LOCK TABLE registrations_appregistration IN ACCESS EXCLUSIVE MODE")  # the list's query waits
+        response = admin_client.get(LIST + search)
+        side.rollback()
+    html = response.content.decode()
+    assert response.status_code == 503, html[:2000]
+    assert "Narrow the filter" in html and "more than 0.3 seconds" in html and 'id="user-tools"' in html
+    records = [r for r in caplog.records if r.name == "verifik_admin.statement_timeout"]
+    assert len(records) == 1 and LIST in records[0].getMessage()
+    assert "someone.private" not in caplog.text
+    with connection.cursor() as cursor:  # the request's connection is back to the server's default
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
+    assert admin_client.get(LIST + search).status_code == 200  # nothing held: the same page answers
 
 
 def test_state_changes_need_a_csrf_token(verifik):

@@ -4,44 +4,27 @@ import ipaddress
 
 from django.conf import settings
 
-# Hops inside our own network: the proxy and load balancers in front of the web process.
-INTERNAL_NETWORKS = [
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    )
-]
-
-
-def internal(address):
-    return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
-
 
 def client_ip(request):
-    """REMOTE_ADDR or, behind the proxy (DJANGO_BEHIND_PROXY), the client's address in X-Forwarded-For.
+    """REMOTE_ADDR or, behind the proxy (DJANGO_BEHIND_PROXY), the entry DJANGO_TRUSTED_PROXY_COUNT hops from the right
+    of X-Forwarded-For.
 
-    Each proxy appends the address it was reached from, so the entries are read from the right:
-    hops inside our network (private, loopback, link-local) are passed over, and the first other
-    address is the client's; what stands left of it came from the client and may be forged. With
-    only internal hops the client is inside too: the first entry. A header that is not a list of
-    addresses is ignored (REMOTE_ADDR), so garbage never reaches the database.
+    Each of our proxies appends the address it was reached from, so the last N entries are theirs
+    and the N-th from the right is what the outermost one saw: the client. Everything left of it
+    came from the client and is never read, whatever it looks like (an internal client cannot pass
+    for someone else). A header with fewer entries than N reached us through fewer proxies: its
+    left-most entry, the farthest any of them saw, is taken. An entry there that is not an address
+    (or no header at all) gives REMOTE_ADDR, so garbage never reaches the database.
     """
     remote = request.META.get("REMOTE_ADDR")
     if not settings.DJANGO_BEHIND_PROXY:
         return remote
-    header = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    entries = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    if entries == [""]:
+        return remote
+    chosen = entries[-min(settings.DJANGO_TRUSTED_PROXY_COUNT, len(entries))]
     try:
-        hops = [ipaddress.ip_address(entry.strip()) for entry in header.split(",")] if header.strip() else []
+        address = ipaddress.ip_address(chosen)
     except ValueError:
         return remote
-    if not hops:
-        return remote
-    return str(next((hop for hop in reversed(hops) if not internal(hop)), hops[0]))
+    return remote if getattr(address, "scope_id", None) else str(address)  # inet has no zone (fe80::1%eth0)

@@ -45,10 +45,16 @@ SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
 # Behind a TLS-terminating proxy: trust its X-Forwarded-Proto, and take the client's address from the
-# X-Forwarded-For entry it appended (verifik_admin/client_ip.py, for the lockout and the audit trail).
+# X-Forwarded-For entry DJANGO_TRUSTED_PROXY_COUNT hops from the right, the one the outermost of our
+# proxies appended (verifik_admin/client_ip.py, for the lockout and the audit trail).
 DJANGO_BEHIND_PROXY = env.bool("DJANGO_BEHIND_PROXY", default=False)
+DJANGO_TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=1)
 if DJANGO_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if DJANGO_TRUSTED_PROXY_COUNT < 1:
+        raise ImproperlyConfigured(
+            f"DJANGO_TRUSTED_PROXY_COUNT must be at least 1 behind a proxy (got {DJANGO_TRUSTED_PROXY_COUNT})."
+        )
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]  # preload is an opt-in commitment
@@ -73,8 +79,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "verifik_admin.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "verifik_admin.health.AnonymousHealthMiddleware",  # a load balancer's probe needs nothing below
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "verifik_admin.middleware.RejectNulBytesMiddleware",
+    "verifik_admin.middleware.StatementTimeoutMiddleware",  # DJANGO_DB_STATEMENT_TIMEOUT; static files never query
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -126,6 +134,14 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         "DATABASE_URL must point at Postgres (postgres://...); other databases, SQLite included, are not supported."
     )
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+# Every statement of a web request stops after this many seconds (0: never), and the user is asked to
+# narrow the filter (verifik_admin/middleware.py). Workers and beat never get it: the sync has its own,
+# VERIFIK_SYNC_STATEMENT_TIMEOUT.
+DJANGO_DB_STATEMENT_TIMEOUT = env.float("DJANGO_DB_STATEMENT_TIMEOUT", default=10.0)
+if DJANGO_DB_STATEMENT_TIMEOUT < 0:
+    raise ImproperlyConfigured(
+        f"DJANGO_DB_STATEMENT_TIMEOUT must be 0 (none) or more (got {DJANGO_DB_STATEMENT_TIMEOUT:g})."
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -407,3 +423,24 @@ CELERY_BEAT_SCHEDULE = {
 
 HEALTH_FULL_SYNC_MAX_AGE = timedelta(hours=2 * VERIFIK_FULL_SYNC_HOURS)  # two full-sync intervals
 HEALTH_PING_TIMEOUT = timedelta(seconds=1)  # how long workers and beat get to answer a ping
+# Anonymous callers get the last report, refreshed in the background at most once per HEALTH_CACHE_SECONDS
+# for every process together; a staff session or `Authorization: Bearer HEALTH_TOKEN` gets a fresh one.
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=10.0)
+if HEALTH_CACHE_SECONDS <= 0:
+    raise ImproperlyConfigured(f"HEALTH_CACHE_SECONDS must be above 0 (got {HEALTH_CACHE_SECONDS:g}).")
+HEALTH_TOKEN = env("HEALTH_TOKEN", default="")
+# The shared report lives in the broker's Redis (no service of its own); without one, in each process alone.
+# "health-local" is where a process keeps its own while that Redis cannot be reached.
+_LOCAL_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+CACHES = {
+    "default": _LOCAL_CACHE,
+    "health": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CELERY_BROKER_URL,
+        "KEY_PREFIX": "verifik-admin-health",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+    if _BROKER_IS_REDIS
+    else {**_LOCAL_CACHE, "LOCATION": "health"},
+    "health-local": {**_LOCAL_CACHE, "LOCATION": "health-local"},
+}

@@ -39,6 +39,8 @@ os.environ.setdefault("VERIFIK_API_RATE", "1000")
 from .settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests only
+# The suite's webhook secret is short and known on purpose; production refuses one (verifik_admin/checks.py).
+SILENCED_SYSTEM_CHECKS = [*SILENCED_SYSTEM_CHECKS, "verifik_admin.E001"]  # noqa: F405
 # Pages render without `collectstatic`: the hashed-name manifest is production's (tests/test_runtime.py covers it).
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = True  # serve the apps' static files as in development
