@@ -165,8 +165,9 @@ def privacy_at_scale(count, reps, export_rows):
     """Scenario 11: masking's cost (an analyst's pages against a reviewer's) and an export's peak memory.
 
     Both users see the same rows; the analyst's are masked and need one more query (their
-    open reveals). The export runs in a fresh process (bench/export_memory.py) over the HTTP
-    view, for a filter matching about `export_rows` rows and one matching a tenth of that:
+    open reveals), the reviewer's list one more too (its `list` audit event: it shows people).
+    The export runs in a fresh process (bench/export_memory.py) over the HTTP view, for a filter
+    matching about `export_rows` rows and one matching a tenth of that:
     flat memory means both peaks are about the same.
     """
     generate_seconds = None
