@@ -6,4 +6,9 @@ class RegistrationsConfig(AppConfig):
     name = "registrations"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from . import checks, receivers  # noqa: F401 - registers the system checks and the audit's receivers
+        from .db_roles import grant_after_migrate
+
+        post_migrate.connect(grant_after_migrate, dispatch_uid="registrations.grant_app_role")

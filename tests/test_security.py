@@ -72,7 +72,8 @@ def test_check_deploy_is_clean_in_production_settings():
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_ALLOWED_HOSTS="admin.example.com",
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+        DATABASE_URL="postgres://verifik_app@127.0.0.1:5432/postgres",
+        DATABASE_OWNER_URL="postgres://postgres@127.0.0.1:5432/postgres",  # two roles (README "Audit")
         DJANGO_BEHIND_PROXY="true",
     )
     result = subprocess.run(

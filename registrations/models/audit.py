@@ -1,22 +1,25 @@
-"""The audit trail: who did what to which registration, when and from where. Append-only.
+"""The audit trail: who did what to which registration, when and from where. Append-only, hash-chained.
 
 Written only by `registrations.audit.record`, in the transaction of the action it
-records. Nothing updates or deletes an event: the model refuses, its queryset
-refuses, and a trigger in the database (migration 0011) refuses UPDATE, DELETE
-and TRUNCATE from any client, so the trail stays the proof auditors ask for.
+records, through the chain's writer (`registrations.audit_chain`). Nothing updates or
+deletes an event: the model refuses, its queryset refuses, a trigger in the database
+(migrations 0011, 0017) refuses UPDATE, DELETE and TRUNCATE from any client, the
+application's role holds only SELECT and INSERT on the table, and each event's
+`chain_hash` lets `verify_audit_trail` prove that nobody, the table's owner included,
+changed the trail since.
 """
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from .mirror import AppRegistration, RangeDatesQuerySet
 
 APPEND_ONLY = "Audit events are append-only: they cannot be changed or deleted."
-# A session that sets this Postgres setting to "on" may TRUNCATE the table (Django's flush between
-# transactional tests, benchmark scratch databases); the product never sets it. See migration 0011.
-ALLOW_TRUNCATE_SETTING = "verifik.allow_audit_truncate"
+CHAIN_HASH_BYTES = 32  # HMAC-SHA256
 
 
 class AuditAction(models.TextChoices):
@@ -78,6 +81,11 @@ class AuditEvent(models.Model):
     at = models.DateTimeField("time", default=timezone.now)
     ip = models.GenericIPAddressField("IP address", null=True, blank=True)
     details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    chain_hash = models.BinaryField(
+        max_length=CHAIN_HASH_BYTES,
+        editable=False,
+        help_text="HMAC of the previous event's chain hash and this event's fields (registrations.audit_chain).",
+    )
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -89,6 +97,13 @@ class AuditEvent(models.Model):
             models.Index(fields=["registration", "-at", "-id"], name="audit_registration_idx"),
             models.Index(fields=["action", "-at", "-id"], name="audit_action_idx"),
             models.Index(fields=["actor", "-at", "-id"], name="audit_actor_idx"),
+        ]
+        constraints = [
+            # An event written past the chain's writer has no hash: the database refuses it.
+            models.CheckConstraint(
+                condition=Exact(Length("chain_hash"), CHAIN_HASH_BYTES),
+                name="audit_chain_hash_length",
+            ),
         ]
 
     def __str__(self):
@@ -102,3 +117,21 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnly(APPEND_ONLY)
+
+
+class AuditChainHead(models.Model):
+    """The chain's one head row: how many events it holds and the last one's hash, with an HMAC over both.
+
+    Writers lock it (SELECT ... FOR UPDATE) to append, which serialises them: the chain never forks.
+    """
+
+    events = models.BigIntegerField(default=0)
+    last_hash = models.BinaryField(max_length=CHAIN_HASH_BYTES)
+    mac = models.BinaryField(max_length=CHAIN_HASH_BYTES)
+
+    class Meta:
+        verbose_name = "audit chain head"
+        default_permissions = ()
+
+    def __str__(self):
+        return f"{self.events} events, ending in {bytes(self.last_hash).hex()[:16]}"

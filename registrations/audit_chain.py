@@ -1,0 +1,168 @@
+"""The audit trail's hash chain: every event carries an HMAC over the previous event's and its own fields.
+
+An event's `chain_hash` is HMAC-SHA256, keyed with `AUDIT_CHAIN_KEY`, over the previous
+event's `chain_hash` (32 zero bytes before the first event) and the event's canonical
+fields: id, time in microseconds, actor id, action, registration id, address and details
+as Postgres prints them back (jsonb's text, `host(inet)`), so the writer and the verifier
+hash the same bytes whatever the JSON encoder did. The chain runs in id order; writers
+take ids and append under a lock on the chain's head row (`AuditChainHead`), so concurrent
+writers never fork it, and the head's own HMAC binds the count and the last hash.
+
+The database owner can change rows with the trigger disabled, but without the key cannot
+compute the hashes that would hide it: `verify()` names the first event whose hash does
+not follow. What the key does not stop (a cut tail with an old head put back, a whole
+wipe) is in docs/DESIGN.md.
+"""
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+
+from .models import AuditChainHead, AuditEvent
+
+GENESIS = bytes(32)
+SEPARATOR = "\x1f"  # unit separator: in no id, number, action or address; details come last
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HEAD_ID = 1
+VERIFY_BATCH = 20_000
+TABLE = AuditEvent._meta.db_table
+HEAD_TABLE = AuditChainHead._meta.db_table
+
+# One event's canonical text as Postgres computes it: the verifier reads this, the writer builds the same.
+MESSAGE_SQL = (
+    "id::text || E'\\x1f' || ((extract(epoch FROM at) * 1000000)::bigint)::text || E'\\x1f' || "
+    "coalesce(actor_id::text, '') || E'\\x1f' || action || E'\\x1f' || "
+    "coalesce(registration_id::text, '') || E'\\x1f' || coalesce(host(ip), '') || E'\\x1f' || details::text"
+)
+
+
+def key():
+    return settings.AUDIT_CHAIN_KEY.encode()
+
+
+def link(secret, previous, message):
+    """The chain hash of an event whose canonical text is `message`, after an event hashed `previous`."""
+    return hmac.digest(secret, previous + message.encode(), hashlib.sha256)
+
+
+def head_mac(secret, events, last_hash):
+    return hmac.digest(secret, b"head" + str(events).encode() + b"\x1f" + last_hash, hashlib.sha256)
+
+
+def message(pk, at, actor_id, action, registration_id, ip, details_text):
+    micros = (at - EPOCH) // timedelta(microseconds=1)
+    fields = (pk, micros, actor_id if actor_id is not None else "", action, registration_id or "", ip or "")
+    return SEPARATOR.join(map(str, fields)) + SEPARATOR + details_text
+
+
+def append(events):
+    """Insert unsaved AuditEvents at the chain's end, in the caller's transaction (or one of their own in
+    autocommit: the head's lock must last until the events commit). Returns them, saved."""
+    if not events:
+        return events
+    secret = key()
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        count, previous = _lock_head(cursor)
+        # Ids, and the details and addresses as Postgres will print them back, in one round trip.
+        details = [DjangoJSONEncoder().encode(e.details) for e in events]
+        ips = [e.ip for e in events]
+        cursor.execute(
+            "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)), "
+            "ARRAY(SELECT d::jsonb::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(d, n) ORDER BY n), "
+            "ARRAY(SELECT host(i::inet) FROM unnest(%s::text[]) WITH ORDINALITY AS u(i, n) ORDER BY n)",
+            [TABLE, len(events), details, ips],
+        )
+        ids, texts, hosts = cursor.fetchone()
+        for event, pk, text, host in zip(events, ids, texts, hosts, strict=True):
+            event.pk = pk
+            previous = event.chain_hash = link(
+                secret, previous, message(pk, event.at, event.actor_id, event.action, event.registration_id, host, text)
+            )
+        if len(events) == 1:
+            events[0].save()
+        else:
+            AuditEvent.objects.bulk_create(events)
+        count += len(events)
+        cursor.execute(
+            f"UPDATE {HEAD_TABLE} SET events = %s, last_hash = %s, mac = %s WHERE id = %s",  # noqa: S608
+            [count, previous, head_mac(secret, count, previous), HEAD_ID],
+        )
+    return events
+
+
+def _lock_head(cursor):
+    """The head's (count, last hash), locked until the transaction ends; created at genesis when missing
+    (a new database, or tests' flush)."""
+    select = f"SELECT events, last_hash FROM {HEAD_TABLE} WHERE id = %s FOR UPDATE"  # noqa: S608
+    cursor.execute(select, [HEAD_ID])
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(
+            f"INSERT INTO {HEAD_TABLE} (id, events, last_hash, mac) VALUES (%s, 0, %s, %s) ON CONFLICT DO NOTHING",  # noqa: S608
+            [HEAD_ID, GENESIS, head_mac(key(), 0, GENESIS)],
+        )
+        cursor.execute(select, [HEAD_ID])
+        row = cursor.fetchone()
+    return row[0], bytes(row[1])
+
+
+@dataclass
+class Verdict:
+    events: int
+    head: bytes
+    first_bad: int | None = None  # the id of the first event that does not follow, when one does not
+    bad_events: int = 0
+    problem: str = ""
+
+    @property
+    def intact(self):
+        return not self.problem
+
+
+def verify():
+    """Walk the whole trail in id order in one snapshot, streamed from a server-side cursor."""
+    secret = key()
+    previous, count, first_bad, bad, problem, last_pk = GENESIS, 0, None, 0, "", None
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if outermost:  # one snapshot for the head and the events: writers may append meanwhile
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute(f"SELECT events, last_hash, mac FROM {HEAD_TABLE} WHERE id = %s", [HEAD_ID])  # noqa: S608
+        head = cursor.fetchone()
+        raw = connection.connection
+        with raw.cursor(name="verify_audit_trail") as rows:
+            rows.itersize = VERIFY_BATCH
+            rows.execute(f"SELECT id, chain_hash, {MESSAGE_SQL} FROM {TABLE} ORDER BY id")  # noqa: S608
+            digest, sha256 = hmac.digest, hashlib.sha256
+            for pk, stored, text in rows:
+                expected = digest(secret, previous + text.encode(), sha256)
+                if expected != stored:
+                    bad += 1
+                    if first_bad is None:
+                        first_bad = pk
+                previous = stored  # the next event is judged on its own link
+                count += 1
+                last_pk = pk
+    if first_bad is not None:
+        problem = (
+            f"event {first_bad} does not follow the event before it (changed, moved, inserted, or the one "
+            f"before it was removed); {bad} event(s) in all break the chain"
+        )
+    elif head is None:
+        if count:
+            problem = "the chain's head is missing"
+    else:
+        events, last_hash, mac = head[0], bytes(head[1]), bytes(head[2])
+        if not hmac.compare_digest(mac, head_mac(secret, events, last_hash)):
+            problem = "the chain's head was changed"
+        elif events != count or last_hash != previous:
+            problem = (
+                f"the trail has {count} events and ends at event {last_pk}, but the chain's head counts {events}: "
+                "events were removed from, or added to, its end"
+            )
+    return Verdict(events=count, head=previous, first_bad=first_bad, bad_events=bad, problem=problem)
