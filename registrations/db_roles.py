@@ -25,15 +25,24 @@ def grant_app_role(connection, role=None):
         owner, schema = cursor.fetchone()
         if not role or role == owner:
             return False
+        # A migrate to an earlier migration may not have created every table yet.
+        cursor.execute(
+            "SELECT array_agg(relname) FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+            "AND relname = ANY(%s)",
+            [[AUDIT_TABLE, HEAD_TABLE, *TRUNCATED_TABLES]],
+        )
+        present = set(cursor.fetchone()[0] or ())
         q = connection.ops.quote_name
         role, schema = q(role), q(schema)
         statements = [
             f"GRANT USAGE ON SCHEMA {schema} TO {role}",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
-            f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM {role}",
-            f"REVOKE DELETE, TRUNCATE, REFERENCES, TRIGGER ON {HEAD_TABLE} FROM {role}",
-            *(f"GRANT TRUNCATE ON {table} TO {role}" for table in TRUNCATED_TABLES),
+            *[f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM {role}"][
+                : AUDIT_TABLE in present
+            ],
+            *[f"REVOKE DELETE, TRUNCATE, REFERENCES, TRIGGER ON {HEAD_TABLE} FROM {role}"][: HEAD_TABLE in present],
+            *(f"GRANT TRUNCATE ON {table} TO {role}" for table in TRUNCATED_TABLES if table in present),
             # Tables and sequences this owner creates later (a new migration) are granted as they appear.
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}",

@@ -171,7 +171,9 @@ def run(args):
         print(f"No VERIFIK_API_TOKEN: the Verifik simulator stands in, on 127.0.0.1:{args.sim_port}", flush=True)
     os.environ.update(env)
 
-    call_command("migrate", database="owner", interactive=False, verbosity=1)  # the processes' role owns nothing
+    call_command(
+        "migrate", interactive=False, verbosity=1
+    )  # as the owner (registrations/management/commands/migrate.py)
     call_command("create_demo_user")
     try:
         return serve(args, use_simulator)

@@ -118,7 +118,7 @@ WSGI_APPLICATION = "verifik_admin.wsgi.application"
 # under .data/, is started, or shared with the process that started it, with both roles.
 # Two roles (README "Audit", DESIGN "Two database roles"): DATABASE_URL's is the one the web,
 # workers and beat use, and owns no table; DATABASE_OWNER_URL's owns the schema and runs
-# `migrate --database=owner` (the Procfile's release step). Unset, one role does both and
+# `migrate` (registrations/management/commands/migrate.py connects as it). Unset, one role does both and
 # `check --deploy` warns.
 DATABASE_URL = env("DATABASE_URL", default="")
 DATABASE_OWNER_URL = env("DATABASE_OWNER_URL", default="")
