@@ -62,53 +62,56 @@ def message(pk, at, actor_id, action, registration_id, ip, details_text):
 
 def append(events):
     """Insert unsaved AuditEvents at the chain's end, in the caller's transaction (or one of their own in
-    autocommit: the head's lock must last until the events commit). Returns them, saved."""
+    autocommit: the head's lock must last until the events commit). Returns them, saved.
+
+    Two round trips: registrations_audit_reserve() (migration 0017) locks the head, takes the ids and
+    returns the details and addresses as Postgres prints them; then one statement inserts the events
+    and moves the head.
+    """
     if not events:
         return events
     secret = key()
+    details = [DjangoJSONEncoder().encode(e.details) for e in events]
+    ips = [e.ip for e in events]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        count, previous = _lock_head(cursor)
-        # Ids, and the details and addresses as Postgres will print them back, in one round trip.
-        details = [DjangoJSONEncoder().encode(e.details) for e in events]
-        ips = [e.ip for e in events]
-        cursor.execute(
-            "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)), "
-            "ARRAY(SELECT d::jsonb::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(d, n) ORDER BY n), "
-            "ARRAY(SELECT host(i::inet) FROM unnest(%s::text[]) WITH ORDINALITY AS u(i, n) ORDER BY n)",
-            [TABLE, len(events), details, ips],
-        )
-        ids, texts, hosts = cursor.fetchone()
+        count, previous, ids, texts, hosts = _reserve(cursor, len(events), details, ips)
+        hashes = []
         for event, pk, text, host in zip(events, ids, texts, hosts, strict=True):
-            event.pk = pk
-            previous = event.chain_hash = link(
-                secret, previous, message(pk, event.at, event.actor_id, event.action, event.registration_id, host, text)
-            )
-        if len(events) == 1:
-            events[0].save()
-        else:
-            AuditEvent.objects.bulk_create(events)
+            text = message(pk, event.at, event.actor_id, event.action, event.registration_id, host, text)
+            previous = link(secret, previous, text)
+            hashes.append(previous)
         count += len(events)
         cursor.execute(
-            f"UPDATE {HEAD_TABLE} SET events = %s, last_hash = %s, mac = %s WHERE id = %s",  # noqa: S608
-            [count, previous, head_mac(secret, count, previous), HEAD_ID],
-        )
+            f"WITH head AS (UPDATE {HEAD_TABLE} SET events = %s, last_hash = %s, mac = %s WHERE id = %s) "  # noqa: S608
+            f"INSERT INTO {TABLE} (id, actor_id, action, registration_id, at, ip, details, chain_hash) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::timestamptz[], "
+            "%s::inet[], %s::jsonb[], %s::bytea[])",
+            [
+                count, previous, head_mac(secret, count, previous), HEAD_ID,
+                ids, [e.actor_id for e in events], [str(e.action) for e in events],
+                [e.registration_id for e in events], [e.at for e in events], hosts, texts, hashes,
+            ],
+        )  # fmt: skip
+    for event, pk, chain_hash in zip(events, ids, hashes, strict=True):
+        event.pk, event.chain_hash = pk, chain_hash
+        event._state.adding, event._state.db = False, connection.alias
     return events
 
 
-def _lock_head(cursor):
-    """The head's (count, last hash), locked until the transaction ends; created at genesis when missing
-    (a new database, or tests' flush)."""
-    select = f"SELECT events, last_hash FROM {HEAD_TABLE} WHERE id = %s FOR UPDATE"  # noqa: S608
-    cursor.execute(select, [HEAD_ID])
-    row = cursor.fetchone()
-    if row is None:
+def _reserve(cursor, n, details, ips):
+    """(head's count, last hash, ids, details texts, hosts), the head locked until the transaction ends;
+    the head is created at genesis first when missing (a new database, the tests' flush)."""
+    reserve = "SELECT * FROM registrations_audit_reserve(%s, %s::text[], %s::text[])"
+    cursor.execute(reserve, [n, details, ips])
+    count, previous, ids, texts, hosts = cursor.fetchone()
+    if count is None:
         cursor.execute(
             f"INSERT INTO {HEAD_TABLE} (id, events, last_hash, mac) VALUES (%s, 0, %s, %s) ON CONFLICT DO NOTHING",  # noqa: S608
             [HEAD_ID, GENESIS, head_mac(key(), 0, GENESIS)],
         )
-        cursor.execute(select, [HEAD_ID])
-        row = cursor.fetchone()
-    return row[0], bytes(row[1])
+        cursor.execute(reserve, [n, details, ips])
+        count, previous, ids, texts, hosts = cursor.fetchone()
+    return count, bytes(previous), ids, texts, hosts
 
 
 @dataclass

@@ -10,6 +10,8 @@
 - The trigger function no longer lets a session that sets `verifik.allow_audit_truncate`
   TRUNCATE: UPDATE, DELETE and TRUNCATE are refused to every session. Only the owner can
   disable the trigger, and the chain shows what it then changed.
+- `registrations_audit_reserve()`: the chain writer's first step (registrations/audit_chain.py).
+- `registrations_analyze_sync_seen()`: the sync's ANALYZE of its scratch table, with the owner's rights.
 - The application role (DATABASE_URL's, when DATABASE_OWNER_URL names another) gets SELECT and
   INSERT on the audit table, and what it needs elsewhere (registrations/db_roles.py; the same
   grants are made again after every migrate).
@@ -31,6 +33,33 @@ BEGIN
         USING HINT = 'The audit trail keeps every event; nothing may change or delete one.';
 END
 $$;
+"""
+
+# The chain's writer in one round trip, in this order: lock the head, then take the ids (so id order is chain
+# order), and the details and addresses as Postgres prints them back (the text the chain hashes).
+RESERVE = """
+CREATE OR REPLACE FUNCTION registrations_audit_reserve(
+    n integer, details text[], ips text[],
+    OUT events bigint, OUT last_hash bytea, OUT ids bigint[], OUT texts text[], OUT hosts text[]
+) LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT h.events, h.last_hash INTO events, last_hash
+        FROM registrations_auditchainhead h WHERE h.id = 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;  -- no head yet: the caller creates it at genesis and asks again
+    END IF;
+    ids := ARRAY(SELECT nextval(pg_get_serial_sequence('registrations_auditevent', 'id')) FROM generate_series(1, n));
+    texts := ARRAY(SELECT d::jsonb::text FROM unnest(details) WITH ORDINALITY AS u(d, k) ORDER BY k);
+    hosts := ARRAY(SELECT host(i::inet) FROM unnest(ips) WITH ORDINALITY AS u(i, k) ORDER BY k);
+END
+$$;
+"""
+
+# The sync ANALYZEs its scratch table of seen ids (sync/seen.py); Postgres lets only the owner do that, so
+# the owner provides it to the application's role as a function that runs with the owner's rights.
+ANALYZE_SEEN = """
+CREATE OR REPLACE FUNCTION registrations_analyze_sync_seen() RETURNS void LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS 'ANALYZE public.registrations_sync_seen';
 """
 
 BATCH = 10_000
@@ -126,5 +155,9 @@ class Migration(migrations.Migration):
             database_operations=[migrations.RunPython(chain_existing, unchain)],
         ),
         migrations.RunSQL(REFUSE, migrations.RunSQL.noop),
+        migrations.RunSQL(
+            RESERVE, "DROP FUNCTION IF EXISTS registrations_audit_reserve(integer, text[], text[])"
+        ),
+        migrations.RunSQL(ANALYZE_SEEN, "DROP FUNCTION IF EXISTS registrations_analyze_sync_seen()"),
         migrations.RunPython(grant, migrations.RunPython.noop),
     ]
