@@ -133,6 +133,16 @@ def test_an_event_inserted_in_the_middle_is_named(trail):
     assert code == 1 and f"event {gap} does not follow" in said and after > gap, said
 
 
+def test_an_event_written_past_the_chain_is_named(trail):
+    """The ORM's own create and bulk_create, or a plain INSERT, write no link: verify names the first such event,
+    and the chain's own events after it still verify."""
+    forged = AuditEvent.objects.create(action=AuditAction.SYNC)
+    AuditEvent.objects.bulk_create([AuditEvent(action=AuditAction.VIEW)])
+    audit.record(AuditAction.LOGIN)
+    code, said = verify()
+    assert code == 1 and f"event {forged.pk} does not follow" in said and "2 event(s)" in said, said
+
+
 def test_a_reorder_is_named(trail):
     """Two events swap places (ids), each keeping its own hash."""
     a, b = trail[1], trail[4]

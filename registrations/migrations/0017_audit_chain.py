@@ -2,9 +2,8 @@
 
 - `chain_hash` on every event (registrations/audit_chain.py): the events already stored are
   chained here, in id order, by the owner running this migration (the UPDATE needs the
-  trigger disabled for this transaction; it is enabled again before the commit). Then the
-  column is NOT NULL and must be 32 bytes, so an event written past the chain's writer is
-  refused.
+  trigger disabled for this transaction; it is enabled again before the commit). An event
+  written later past the chain's writer has none, and `verify_audit_trail` names it.
 - `AuditChainHead`, the one row writers lock to append, holding the count, the last hash and
   an HMAC over both.
 - The trigger function no longer lets a session that sets `verifik.allow_audit_truncate`
@@ -19,8 +18,6 @@
 
 from django.conf import settings
 from django.db import migrations, models
-from django.db.models.functions import Length
-from django.db.models.lookups import Exact
 
 from registrations import audit_chain, db_roles
 
@@ -86,10 +83,6 @@ def chain_existing(apps, schema_editor):
                     batch = []
             _store(cursor, batch)
         cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER registrations_auditevent_no_change")
-        cursor.execute(f"ALTER TABLE {TABLE} ALTER COLUMN chain_hash SET NOT NULL")
-        cursor.execute(
-            f"ALTER TABLE {TABLE} ADD CONSTRAINT audit_chain_hash_length CHECK (length(chain_hash) = 32)"
-        )
         cursor.execute(
             "INSERT INTO registrations_auditchainhead (id, events, last_hash, mac) VALUES (%s, %s, %s, %s)",
             [audit_chain.HEAD_ID, count, previous, audit_chain.head_mac(secret, count, previous)],
@@ -107,7 +100,7 @@ def _store(cursor, batch):
 
 def unchain(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {TABLE} DROP CONSTRAINT audit_chain_hash_length, DROP COLUMN chain_hash")
+        cursor.execute(f"ALTER TABLE {TABLE} DROP COLUMN chain_hash")
         cursor.execute("DELETE FROM registrations_auditchainhead")
 
 
@@ -141,14 +134,7 @@ class Migration(migrations.Migration):
                         help_text="HMAC of the previous event's chain hash and this event's fields "
                         "(registrations.audit_chain).",
                         max_length=32,
-                    ),
-                    preserve_default=False,
-                ),
-                migrations.AddConstraint(
-                    model_name="auditevent",
-                    constraint=models.CheckConstraint(
-                        condition=Exact(Length("chain_hash"), 32),
-                        name="audit_chain_hash_length",
+                        null=True,
                     ),
                 ),
             ],
