@@ -230,8 +230,15 @@ def generate_audit(events):
                 copy.write_row((pk, action, actor, registration, at, "10.0.0.1", details, previous))
         cursor.execute("SELECT setval(pg_get_serial_sequence('registrations_auditevent', 'id'), %s)", [max(events, 1)])
         cursor.execute(
-            "INSERT INTO registrations_auditchainhead (id, events, last_hash, mac) VALUES (%s, %s, %s, %s)",
-            [audit_chain.HEAD_ID, events, previous, audit_chain.head_mac(secret, events, previous)],
+            "INSERT INTO registrations_auditchainhead (id, events, last_event_id, last_hash, mac) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [
+                audit_chain.HEAD_ID,
+                events,
+                events or None,
+                previous,
+                audit_chain.head_mac(secret, events, events or None, previous),
+            ],
         )
         cursor.execute("VACUUM ANALYZE registrations_auditevent")
     return (datetime.now() - start).total_seconds()

@@ -6,7 +6,7 @@ fields: id, time in microseconds, actor id, action, registration id, address and
 as Postgres prints them back (jsonb's text, `host(inet)`), so the writer and the verifier
 hash the same bytes whatever the JSON encoder did. The chain runs in id order; writers
 take ids and append under a lock on the chain's head row (`AuditChainHead`), so concurrent
-writers never fork it, and the head's own HMAC binds the count and the last hash.
+writers never fork it, and the head's own HMAC binds the count and the last id and hash.
 
 The database owner can change rows with the trigger disabled, but without the key cannot
 compute the hashes that would hide it: `verify()` names the first event whose hash does
@@ -50,8 +50,9 @@ def link(secret, previous, message):
     return hmac.digest(secret, previous + message.encode(), hashlib.sha256)
 
 
-def head_mac(secret, events, last_hash):
-    return hmac.digest(secret, b"head" + str(events).encode() + b"\x1f" + last_hash, hashlib.sha256)
+def head_mac(secret, events, last_id, last_hash):
+    fields = f"head\x1f{events}\x1f{last_id or ''}\x1f".encode()
+    return hmac.digest(secret, fields + last_hash, hashlib.sha256)
 
 
 def message(pk, at, actor_id, action, registration_id, ip, details_text):
@@ -82,12 +83,13 @@ def append(events):
             hashes.append(previous)
         count += len(events)
         cursor.execute(
-            f"WITH head AS (UPDATE {HEAD_TABLE} SET events = %s, last_hash = %s, mac = %s WHERE id = %s) "  # noqa: S608
+            f"WITH head AS (UPDATE {HEAD_TABLE} SET events = %s, last_event_id = %s, last_hash = %s, mac = %s "  # noqa: S608
+            "WHERE id = %s) "
             f"INSERT INTO {TABLE} (id, actor_id, action, registration_id, at, ip, details, chain_hash) "
             "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::timestamptz[], "
             "%s::inet[], %s::jsonb[], %s::bytea[])",
             [
-                count, previous, head_mac(secret, count, previous), HEAD_ID,
+                count, ids[-1], previous, head_mac(secret, count, ids[-1], previous), HEAD_ID,
                 ids, [e.actor_id for e in events], [str(e.action) for e in events],
                 [e.registration_id for e in events], [e.at for e in events], hosts, texts, hashes,
             ],
@@ -107,7 +109,7 @@ def _reserve(cursor, n, details, ips):
     if count is None:
         cursor.execute(
             f"INSERT INTO {HEAD_TABLE} (id, events, last_hash, mac) VALUES (%s, 0, %s, %s) ON CONFLICT DO NOTHING",  # noqa: S608
-            [HEAD_ID, GENESIS, head_mac(key(), 0, GENESIS)],
+            [HEAD_ID, GENESIS, head_mac(key(), 0, None, GENESIS)],
         )
         cursor.execute(reserve, [n, details, ips])
         count, previous, ids, texts, hosts = cursor.fetchone()
@@ -135,7 +137,7 @@ def verify():
     with transaction.atomic(), connection.cursor() as cursor:
         if outermost:  # one snapshot for the head and the events: writers may append meanwhile
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cursor.execute(f"SELECT events, last_hash, mac FROM {HEAD_TABLE} WHERE id = %s", [HEAD_ID])  # noqa: S608
+        cursor.execute(f"SELECT events, last_event_id, last_hash, mac FROM {HEAD_TABLE} WHERE id = %s", [HEAD_ID])  # noqa: S608
         head = cursor.fetchone()
         raw = connection.connection
         with raw.cursor(name="verify_audit_trail") as rows:
@@ -162,12 +164,13 @@ def verify():
         if count:
             problem = "the chain's head is missing"
     else:
-        events, last_hash, mac = head[0], bytes(head[1]), bytes(head[2])
-        if not hmac.compare_digest(mac, head_mac(secret, events, last_hash)):
+        events, last_id, last_hash, mac = head[0], head[1], bytes(head[2]), bytes(head[3])
+        if not hmac.compare_digest(mac, head_mac(secret, events, last_id, last_hash)):
             problem = "the chain's head was changed"
-        elif events != count or last_hash != previous:
+        elif (events, last_id, last_hash) != (count, last_pk, previous):
+            missing = f"event {last_id} is missing: " if last_id != last_pk else ""
             problem = (
-                f"the trail has {count} events and ends at event {last_pk}, but the chain's head counts {events}: "
-                "events were removed from, or added to, its end"
+                f"{missing}the trail has {count} events and ends at event {last_pk}, but the chain's head counts "
+                f"{events} ending at event {last_id}: events were removed from, or added to, its end"
             )
     return Verdict(events=count, head=previous, first_bad=first_bad, bad_events=bad, problem=problem)

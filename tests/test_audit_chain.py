@@ -102,7 +102,7 @@ def test_a_change_by_the_owner_with_the_trigger_disabled_is_named(trail, change,
 def test_the_last_event_deleted_is_seen_by_the_head(trail):
     as_owner_with_the_trigger_off(f"DELETE FROM {TABLE} WHERE id = {trail[-1]}")
     code, said = verify()
-    assert code == 1 and f"ends at event {trail[-2]}" in said and "head counts 6" in said, said
+    assert code == 1 and f"event {trail[-1]} is missing" in said and f"ends at event {trail[-2]}" in said, said
 
 
 def test_a_head_moved_back_over_a_cut_tail_is_seen(trail):
@@ -110,7 +110,10 @@ def test_a_head_moved_back_over_a_cut_tail_is_seen(trail):
     [(previous,)] = AuditEvent.objects.filter(pk=trail[-2]).values_list("chain_hash")
     as_owner_with_the_trigger_off(
         f"DELETE FROM {TABLE} WHERE id = {trail[-1]}",
-        ("UPDATE registrations_auditchainhead SET events = events - 1, last_hash = %s", [previous]),
+        (
+            "UPDATE registrations_auditchainhead SET events = events - 1, last_event_id = %s, last_hash = %s",
+            [trail[-2], previous],
+        ),
     )
     code, said = verify()
     assert code == 1 and "head was changed" in said, said

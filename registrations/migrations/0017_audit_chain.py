@@ -4,8 +4,8 @@
   chained here, in id order, by the owner running this migration (the UPDATE needs the
   trigger disabled for this transaction; it is enabled again before the commit). An event
   written later past the chain's writer has none, and `verify_audit_trail` names it.
-- `AuditChainHead`, the one row writers lock to append, holding the count, the last hash and
-  an HMAC over both.
+- `AuditChainHead`, the one row writers lock to append, holding the count, the last event's id
+  and hash, and an HMAC over them.
 - The trigger function no longer lets a session that sets `verifik.allow_audit_truncate`
   TRUNCATE: UPDATE, DELETE and TRUNCATE are refused to every session. Only the owner can
   disable the trigger, and the chain shows what it then changed.
@@ -66,7 +66,7 @@ def chain_existing(apps, schema_editor):
     """Add the column and chain the events already stored, oldest id first."""
     connection = schema_editor.connection
     secret = settings.AUDIT_CHAIN_KEY.encode()
-    previous, count = audit_chain.GENESIS, 0
+    previous, count, last = audit_chain.GENESIS, 0, None
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} ADD COLUMN chain_hash bytea NULL")
         cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER registrations_auditevent_no_change")
@@ -77,15 +77,16 @@ def chain_existing(apps, schema_editor):
             for pk, text in rows:
                 previous = audit_chain.link(secret, previous, text)
                 batch.append((pk, previous))
-                count += 1
+                count, last = count + 1, pk
                 if len(batch) == BATCH:
                     _store(cursor, batch)
                     batch = []
             _store(cursor, batch)
         cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER registrations_auditevent_no_change")
         cursor.execute(
-            "INSERT INTO registrations_auditchainhead (id, events, last_hash, mac) VALUES (%s, %s, %s, %s)",
-            [audit_chain.HEAD_ID, count, previous, audit_chain.head_mac(secret, count, previous)],
+            "INSERT INTO registrations_auditchainhead (id, events, last_event_id, last_hash, mac) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [audit_chain.HEAD_ID, count, last, previous, audit_chain.head_mac(secret, count, last, previous)],
         )
 
 
@@ -119,6 +120,7 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("events", models.BigIntegerField(default=0)),
+                ("last_event_id", models.BigIntegerField(null=True)),
                 ("last_hash", models.BinaryField(max_length=32)),
                 ("mac", models.BinaryField(max_length=32)),
             ],

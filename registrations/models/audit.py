@@ -114,12 +114,13 @@ class AuditEvent(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """The chain's one head row: how many events it holds and the last one's hash, with an HMAC over both.
+    """The chain's one head row: how many events it holds, the last one's id and hash, with an HMAC over them.
 
     Writers lock it (SELECT ... FOR UPDATE) to append, which serialises them: the chain never forks.
     """
 
     events = models.BigIntegerField(default=0)
+    last_event_id = models.BigIntegerField(null=True)
     last_hash = models.BinaryField(max_length=CHAIN_HASH_BYTES)
     mac = models.BinaryField(max_length=CHAIN_HASH_BYTES)
 
