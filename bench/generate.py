@@ -19,6 +19,8 @@ from django.db import connection
 
 from registrations.simulated_data import FIRST, LAST, STATUSES
 
+from .harness import owner_truncate
+
 COLUMNS = [
     "verifik_id", "version", "status", "email", "country_code", "phone", "name", "current_step", "language", "notes",
     "red_flags", "red_flags_details", "failed_email_validations", "failed_phone_validations",
@@ -64,8 +66,8 @@ def rows(count, seed=5):
 def generate(count):
     """Replace the registrations table's content with `count` generated rows; returns seconds taken."""
     start = datetime.now()
+    owner_truncate("TRUNCATE registrations_appregistration, registrations_syncrun RESTART IDENTITY CASCADE")
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE registrations_appregistration, registrations_syncrun RESTART IDENTITY CASCADE")
         with cursor.cursor.copy(f"COPY registrations_appregistration ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row in rows(count):
                 copy.write_row(row)
@@ -197,33 +199,46 @@ AUDIT_ACTIONS = ["view", "view", "view", "view", "view", "reveal", "decide", "as
 
 
 def generate_audit(events):
-    """Replace the audit trail with `events` events over the generated registrations (views mostly, by the
-    review desk's reviewers, one a second back from now); returns seconds taken."""
+    """Replace the audit trail with a chain of `events` events over the generated registrations (views mostly,
+    by the review desk's reviewers, one a second back from now), hashed here as `audit_chain` hashes them and
+    written with COPY, the chain's head set after; returns seconds taken."""
     from django.contrib.auth.models import User
+
+    from registrations import audit_chain
 
     start = datetime.now()
     actors = [User.objects.get_or_create(username=name, defaults={"is_staff": True})[0].pk for name in REVIEWERS]
+    owner_truncate("TRUNCATE registrations_auditevent RESTART IDENTITY")
+    secret = audit_chain.key()
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE registrations_auditevent RESTART IDENTITY")
         cursor.execute("SELECT min(id), count(*) FROM registrations_appregistration")
         first, count = cursor.fetchone()
+        # Details as Postgres prints jsonb back: the text the chain hashes.
+        cursor.execute("SELECT '{}'::jsonb::text, %s::jsonb::text", [json.dumps({"reason": "Fraud check"})])
+        plain, reason = cursor.fetchone()
+        now = datetime.now(UTC).replace(microsecond=0)
+        previous = audit_chain.GENESIS
+        columns = "id, action, actor_id, registration_id, at, ip, details, chain_hash"
+        with cursor.cursor.copy(f"COPY registrations_auditevent ({columns}) FROM STDIN") as copy:
+            for pk in range(1, events + 1):
+                i = events + 1 - pk  # seconds back from now: the oldest first
+                action, actor = AUDIT_ACTIONS[i % len(AUDIT_ACTIONS)], actors[i % len(actors)]
+                registration = first + (i * 7919) % count if count else None
+                at, details = now - timedelta(seconds=i), reason if i % 11 == 5 else plain
+                text = audit_chain.message(pk, at, actor, action, registration, "10.0.0.1", details)
+                previous = audit_chain.link(secret, previous, text)
+                copy.write_row((pk, action, actor, registration, at, "10.0.0.1", details, previous))
+        cursor.execute("SELECT setval(pg_get_serial_sequence('registrations_auditevent', 'id'), %s)", [max(events, 1)])
         cursor.execute(
-            """
-            INSERT INTO registrations_auditevent (action, actor_id, registration_id, at, ip, details)
-            SELECT (%(actions)s::text[])[1 + i %% %(n_actions)s], (%(actors)s::bigint[])[1 + i %% %(n_actors)s],
-                   %(first)s + (i * 7919) %% %(count)s, now() - i * interval '1 second', '10.0.0.1'::inet,
-                   CASE WHEN i %% 11 = 5 THEN '{"reason": "Fraud check"}'::jsonb ELSE '{}'::jsonb END
-            FROM generate_series(%(events)s::bigint, 1, -1) AS i
-            """,
-            {
-                "actions": AUDIT_ACTIONS,
-                "n_actions": len(AUDIT_ACTIONS),
-                "actors": actors,
-                "n_actors": len(actors),
-                "first": first,
-                "count": count,
-                "events": events,
-            },
+            "INSERT INTO registrations_auditchainhead (id, events, last_event_id, last_hash, mac) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [
+                audit_chain.HEAD_ID,
+                events,
+                events or None,
+                previous,
+                audit_chain.head_mac(secret, events, events or None, previous),
+            ],
         )
         cursor.execute("VACUUM ANALYZE registrations_auditevent")
     return (datetime.now() - start).total_seconds()

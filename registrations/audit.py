@@ -3,7 +3,10 @@
 Callers (the admin's detail view, the review desk, the admin's refresh and sync
 requests, the eraser, the login signals, the reveal and the export) call it inside
 the transaction of the action itself, so the action and its event commit or roll
-back together; `record` opens no transaction and commits nothing of its own.
+back together; `record` commits nothing of its own inside a transaction (in autocommit,
+its event commits alone). Every event is appended to the hash chain
+(`registrations.audit_chain`), which holds the chain's head locked until the caller's
+transaction ends: audit writers run one after the other.
 
 Details never carry secrets: keys that name one (tokens, passwords, secrets, OTP
 codes, session and CSRF values) are replaced by a marker at any depth, the
@@ -18,6 +21,7 @@ from django.conf import settings
 
 from verifik_admin.client_ip import client_ip
 
+from . import audit_chain
 from .models import AuditAction, AuditEvent
 
 SECRET_KEY_PATTERN = re.compile(r"token|passw|secret|otp|api[_-]?key|authori[sz]ation|csrf|session|cookie", re.I)
@@ -29,14 +33,14 @@ MAX_DEPTH = 6
 
 def record(action, *, actor=None, registration=None, request=None, details=None):
     """Write one audit event and return it. `actor` defaults to the request's authenticated user."""
-    return AuditEvent.objects.create(**_fields(action, actor, registration, request, details))
+    return audit_chain.append([AuditEvent(**_fields(action, actor, registration, request, details))])[0]
 
 
 def record_each(action, registration_ids, *, actor=None, request=None, details=None):
-    """One event per registration (by primary key) in one INSERT: a bulk action on many registrations."""
+    """One event per registration (by primary key) in one INSERT, each chained: a bulk action on many."""
     fields = _fields(action, actor, None, request, details)
     del fields["registration"]
-    return AuditEvent.objects.bulk_create([AuditEvent(**fields, registration_id=pk) for pk in registration_ids])
+    return audit_chain.append([AuditEvent(**fields, registration_id=pk) for pk in registration_ids])
 
 
 def _fields(action, actor, registration, request, details):

@@ -45,3 +45,22 @@ def deprecated_settings(app_configs=None, **kwargs):
             id="registrations.W001",
         )
     ]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def audit_trail_has_its_own_owner(app_configs=None, **kwargs):
+    """With one database role for the application and the schema, the app may disable the audit trigger."""
+    from django.conf import settings
+
+    owner, app = settings.DATABASES["owner"], settings.DATABASES["default"]
+    if settings.DATABASE_OWNER_URL and owner["USER"] != app["USER"]:
+        return []
+    return [
+        checks.Warning(
+            "DATABASE_OWNER_URL is not set (or names DATABASE_URL's role): the application's role owns the schema, "
+            "so the audit trail is protected only by its trigger, which that role may disable.",
+            hint="Create a role that owns the schema and runs `migrate`, set DATABASE_OWNER_URL to it, and keep "
+            "DATABASE_URL for a role that owns no table (README, 'Audit').",
+            id="registrations.W020",
+        )
+    ]

@@ -77,7 +77,8 @@ def production_env(**extra):
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_ALLOWED_HOSTS="admin.example.com",
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+        DATABASE_URL="postgres://verifik_app@127.0.0.1:5432/postgres",
+        DATABASE_OWNER_URL="postgres://postgres@127.0.0.1:5432/postgres",  # two roles (README "Audit")
         CELERY_BROKER_URL="redis://127.0.0.1:1/0",  # never reached: checks only
         DJANGO_BEHIND_PROXY="true",
         **extra,

@@ -9,6 +9,7 @@ are required.
 """
 
 import atexit
+import contextlib
 import fcntl
 import os
 import socket
@@ -18,7 +19,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-POSTGRES_USER = "postgres"
+POSTGRES_USER = "postgres"  # the superuser: owns the schema and runs `migrate`
+APP_ROLE = "verifik_app"  # the application's role: owns nothing, granted what it needs by the migrations
+APP_PASSWORD = "verifik-app"  # trust auth on loopback ignores it; the URL names it for libpq's sake
 # Tests and demo data can be rebuilt: trade crash safety for speed.
 FAST_OPTIONS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
@@ -61,7 +64,8 @@ def _embedded_postgres():
 
 
 class EmbeddedPostgres:
-    """A Postgres cluster in `pgdata`, served on 127.0.0.1:<free port> with trust auth for `postgres`."""
+    """A Postgres cluster in `pgdata`, served on 127.0.0.1:<free port> with trust auth for `postgres` (the
+    owner) and `verifik_app` (the application's role, created at start)."""
 
     def __init__(self, pgdata, *, fast=False):
         self.pgdata = Path(pgdata).resolve()
@@ -71,8 +75,9 @@ class EmbeddedPostgres:
         self._owner_file = self.pgdata.parent / f"{self.pgdata.name}.owner"
         self._lock_file = self.pgdata.parent / f"{self.pgdata.name}.lock"
 
-    def url(self, database="postgres"):
-        return f"postgres://{POSTGRES_USER}@127.0.0.1:{self.port}/{database}"
+    def url(self, database="postgres", app=False):
+        user = f"{APP_ROLE}:{APP_PASSWORD}" if app else POSTGRES_USER
+        return f"postgres://{user}@127.0.0.1:{self.port}/{database}"
 
     def _running_port(self):
         """The port of a live postmaster serving pgdata, else None."""
@@ -105,6 +110,7 @@ class EmbeddedPostgres:
             self._owner_file.write_text(str(os.getpid()))
             self.owned = True
         atexit.register(self.stop)
+        create_app_role(self.url())
         return self
 
     def _start_server(self):
@@ -149,6 +155,21 @@ class EmbeddedPostgres:
                 user = "embedded_postgres" if os.geteuid() == 0 else None
                 embedded_postgres.pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
             self._owner_file.unlink(missing_ok=True)
+
+
+def create_app_role(owner_url, role=APP_ROLE, password=APP_PASSWORD):
+    """Create the application's login role on the server `owner_url` names, unless it exists (roles are the
+    cluster's: the test settings call this on the system Postgres too)."""
+    import psycopg
+    from psycopg import errors, sql
+
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+            return
+        with contextlib.suppress(errors.DuplicateObject, errors.UniqueViolation):  # created meanwhile elsewhere
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+            )
 
 
 class EmbeddedValkey:

@@ -2,7 +2,8 @@
 
 Checks the ports first (a taken one is a one-line error, nothing started),
 starts what the environment does not name (the embedded Postgres through the
-settings, an embedded Valkey as the broker), migrates, creates the demo user,
+settings, with its two roles, an embedded Valkey as the broker), migrates as the
+schema's owner, creates the demo user as the application's role,
 then runs the processes of Procfile.dev with honcho: the web server, one worker,
 beat and, without VERIFIK_API_TOKEN, the Verifik simulator. The first sync is
 queued for the worker. Ctrl-C (or SIGTERM, SIGHUP) stops every process, then
@@ -159,14 +160,20 @@ def run(args):
         env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL = app.conf.broker_url = valkey.url(0)
         print(f"No CELERY_BROKER_URL: embedded Valkey on 127.0.0.1:{valkey.port}", flush=True)
     if getattr(settings, "EMBEDDED_POSTGRES", None):
-        print(f"No DATABASE_URL: embedded Postgres on 127.0.0.1:{settings.EMBEDDED_POSTGRES.port}", flush=True)
+        print(
+            f"No DATABASE_URL: embedded Postgres on 127.0.0.1:{settings.EMBEDDED_POSTGRES.port}, "
+            f"the processes as {settings.DATABASE_APP_ROLE}, migrations as its owner",
+            flush=True,
+        )
     if use_simulator:
         env["VERIFIK_API_BASE_URL"] = settings.VERIFIK_API_BASE_URL = f"http://127.0.0.1:{args.sim_port}"
         env["VERIFIK_API_TOKEN"] = settings.VERIFIK_API_TOKEN = DEMO_TOKEN
         print(f"No VERIFIK_API_TOKEN: the Verifik simulator stands in, on 127.0.0.1:{args.sim_port}", flush=True)
     os.environ.update(env)
 
-    call_command("migrate", interactive=False, verbosity=1)
+    call_command(
+        "migrate", interactive=False, verbosity=1
+    )  # as the owner (registrations/management/commands/migrate.py)
     call_command("create_demo_user")
     try:
         return serve(args, use_simulator)

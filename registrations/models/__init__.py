@@ -1,7 +1,7 @@
 """Models, one module per concern: the mirror and its history; the sync's own records; the review desk's data;
 the audit trail."""
 
-from .audit import AppendOnly, AuditAction, AuditEvent
+from .audit import AppendOnly, AuditAction, AuditChainHead, AuditEvent
 from .mirror import ACTIVE_STATUSES, AppRegistration, RegistrationStatus, StatusChange, failed_q, red_flags_q
 from .review import (
     COMMENT_MAX_LENGTH,
@@ -26,6 +26,7 @@ __all__ = [
     "AppendOnly",
     "AppRegistration",
     "AuditAction",
+    "AuditChainHead",
     "AuditEvent",
     "Dashboard",
     "LISTING_KINDS",

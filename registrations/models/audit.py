@@ -1,9 +1,12 @@
-"""The audit trail: who did what to which registration, when and from where. Append-only.
+"""The audit trail: who did what to which registration, when and from where. Append-only, hash-chained.
 
 Written only by `registrations.audit.record`, in the transaction of the action it
-records. Nothing updates or deletes an event: the model refuses, its queryset
-refuses, and a trigger in the database (migration 0011) refuses UPDATE, DELETE
-and TRUNCATE from any client, so the trail stays the proof auditors ask for.
+records, through the chain's writer (`registrations.audit_chain`). Nothing updates or
+deletes an event: the model refuses, its queryset refuses, a trigger in the database
+(migrations 0011, 0017) refuses UPDATE, DELETE and TRUNCATE from any client, the
+application's role holds only SELECT and INSERT on the table, and each event's
+`chain_hash` lets `verify_audit_trail` prove that nobody, the table's owner included,
+changed the trail since.
 """
 
 from django.conf import settings
@@ -14,9 +17,7 @@ from django.utils import timezone
 from .mirror import AppRegistration, RangeDatesQuerySet
 
 APPEND_ONLY = "Audit events are append-only: they cannot be changed or deleted."
-# A session that sets this Postgres setting to "on" may TRUNCATE the table (Django's flush between
-# transactional tests, benchmark scratch databases); the product never sets it. See migration 0011.
-ALLOW_TRUNCATE_SETTING = "verifik.allow_audit_truncate"
+CHAIN_HASH_BYTES = 32  # HMAC-SHA256
 
 
 class AuditAction(models.TextChoices):
@@ -80,6 +81,14 @@ class AuditEvent(models.Model):
     at = models.DateTimeField("time", default=timezone.now)
     ip = models.GenericIPAddressField("IP address", null=True, blank=True)
     details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # Empty only on an event written past the chain's writer (the ORM's own create, a SQL INSERT): the
+    # database takes it, and verify_audit_trail names it.
+    chain_hash = models.BinaryField(
+        max_length=CHAIN_HASH_BYTES,
+        null=True,
+        editable=False,
+        help_text="HMAC of the previous event's chain hash and this event's fields (registrations.audit_chain).",
+    )
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -104,3 +113,22 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnly(APPEND_ONLY)
+
+
+class AuditChainHead(models.Model):
+    """The chain's one head row: how many events it holds, the last one's id and hash, with an HMAC over them.
+
+    Writers lock it (SELECT ... FOR UPDATE) to append, which serialises them: the chain never forks.
+    """
+
+    events = models.BigIntegerField(default=0)
+    last_event_id = models.BigIntegerField(null=True)
+    last_hash = models.BinaryField(max_length=CHAIN_HASH_BYTES)
+    mac = models.BinaryField(max_length=CHAIN_HASH_BYTES)
+
+    class Meta:
+        verbose_name = "audit chain head"
+        default_permissions = ()
+
+    def __str__(self):
+        return f"{self.events} events, ending in {bytes(self.last_hash).hex()[:16]}"
