@@ -9,6 +9,7 @@ password change, a login) changes the fingerprint: Django's password-reset token
 """
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.core import signing
@@ -32,12 +33,15 @@ def token_for(user):
 
 
 def path_for(user):
-    """The link's path; the command prints it after the site's address."""
-    return reverse("access:enrol_link", args=[token_for(user)])
+    """The link's path and query; the command prints it after the site's address. The token is in
+    the query string, which the request log leaves out (axes masks it: AXES_SENSITIVE_PARAMETERS)."""
+    return f"{reverse('access:enrol_link')}?{urlencode({'token': token_for(user)})}"
 
 
 def user_for(token):
     """The active user a token was made for, if it is genuine, unexpired and unspent; else None."""
+    if not token:
+        return None
     try:
         data = signing.loads(token, salt=SALT, max_age=ENROLMENT_LINK_MAX_AGE)
         pk, state = data["user"], data["state"]

@@ -97,10 +97,10 @@ def backup_codes(request):
 
 @never_cache
 @sensitive_post_parameters("password", "otp_token")
-def enrol_link(request, token):
-    """An enrolment link: the account's password (counted by the lockout), then a new key shown
-    once, then one code from it, which confirms the device and logs the user in with it."""
-    user = enrolment_links.user_for(token)
+def enrol_link(request):
+    """An enrolment link (`?token=`): the account's password (counted by the lockout), then a new
+    key shown once, then one code from it, which confirms the device and logs the user in with it."""
+    user = enrolment_links.user_for(request.GET.get("token", ""))
     if user is None:
         return page(request, "access/enrol_link.html", status=404, title="Enrolment link", invalid=True)
     context = {"title": "Enrol an authenticator app", "enrolling": user}

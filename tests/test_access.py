@@ -3,6 +3,7 @@
 import html
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -35,6 +36,7 @@ LOGIN = reverse("admin:login")
 INDEX = reverse("admin:index")
 ENROL = reverse("access:enrol")
 BACKUP_CODES = reverse("access:backup_codes")
+ENROL_LINK = reverse("access:enrol_link")
 LIST = reverse("admin:registrations_appregistration_changelist")
 PASSWORD_CHANGE = reverse("admin:password_change")
 
@@ -478,13 +480,13 @@ def test_password_change_with_the_right_old_password_keeps_the_session(client):
 def enrolment_link(username, *args):
     out = io.StringIO()
     call_command("enrol_totp", username, *args, stdout=out)
-    return re.search(r"^\s+(\S*/admin/two-factor/enrol/\S+/)$", out.getvalue(), re.M).group(1)
+    return re.search(r"^\s+(\S*/admin/two-factor/enrol/\?token=\S+)$", out.getvalue(), re.M).group(1)
 
 
 def test_enrol_totp_prints_a_one_time_link_that_enrols_the_users_own_phone(client):
     carol = staff("carol", group="Registration reviewers")
     link = enrolment_link("carol")
-    assert link.startswith("/admin/two-factor/enrol/")
+    assert link.startswith("/admin/two-factor/enrol/?token=")
     page = client.get(link)
     assert page.status_code == 200 and 'name="password"' in page.content.decode() and secret_on(page) is None
 
@@ -531,13 +533,26 @@ def test_an_enrolment_link_needs_the_password_and_a_code_from_the_key_it_showed(
 def test_a_tampered_expired_or_superseded_enrolment_link_is_refused(client, monkeypatch):
     staff("carol")
     link = enrolment_link("carol")
-    token = link.rstrip("/").rsplit("/", 1)[1]
-    for bad in (token[:-2] + ("AA" if not token.endswith("AA") else "BB"), "nonsense", "a" * 5000, "%00"):
-        assert client.get(f"/admin/two-factor/enrol/{bad}/").status_code == 404
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    for bad in (token[:-2] + ("AA" if not token.endswith("AA") else "BB"), "nonsense", "a" * 5000, ""):
+        assert client.get(ENROL_LINK, {"token": bad}).status_code == 404
+    assert client.get(ENROL_LINK).status_code == 404
     newer = enrolment_link("carol")
     assert client.get(link).status_code == 404 and client.get(newer).status_code == 200
     monkeypatch.setattr(enrolment_links, "ENROLMENT_LINK_MAX_AGE", timedelta(seconds=-1))
     assert client.get(newer).status_code == 404
+
+
+def test_an_enrolment_links_token_stays_out_of_the_logs_and_the_attempts(client, caplog):
+    staff("carol")
+    link = enrolment_link("carol")
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    with caplog.at_level(logging.INFO):
+        client.get(link)
+        client.post(link, {"password": "wrong"})
+    assert "/admin/two-factor/enrol/" in caplog.text and token not in caplog.text
+    attempt = AccessAttempt.objects.get(username="carol")
+    assert token not in attempt.get_data + attempt.post_data + attempt.path_info
 
 
 # --- The command ----------------------------------------------------------------------------
