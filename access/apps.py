@@ -13,5 +13,7 @@ class AccessConfig(AppConfig):
     verbose_name = "Access control"
 
     def ready(self):
+        from . import signals  # noqa: F401  (connects the receivers)
+
         for label, heading in ADMIN_HEADINGS.items():
             apps.get_app_config(label).verbose_name = heading

@@ -1,4 +1,4 @@
-"""Second-factor devices: enrol an authenticator app (TOTP), issue backup codes.
+"""Second-factor devices: enrol an authenticator app (TOTP), issue backup codes, start afresh.
 
 The only writer of django-otp's devices. One authenticator per user: a confirmed new one
 replaces the old; backup codes are one static device whose codes are replaced as a set.
@@ -9,6 +9,7 @@ from base64 import b32encode
 
 import segno
 from django.db import transaction
+from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -30,10 +31,22 @@ def backup_codes_left(user):
     return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
 
 
-def pending_authenticator(user):
-    """The unconfirmed device the enrolment page shows, the same one until it is confirmed."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-id").first()
-    return device or TOTPDevice.objects.create(user=user, name=AUTHENTICATOR_NAME, confirmed=False)
+@transaction.atomic
+def new_pending_authenticator(user):
+    """A new unconfirmed device, with a new secret, replacing any other pending one of the user.
+
+    Made for each page that shows a QR code, so a secret seen once (by whoever saw that page) is
+    never the one a later visit confirms.
+    """
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name=AUTHENTICATOR_NAME, confirmed=False)
+
+
+def pending_authenticator(user, pk):
+    """The user's pending device `pk` (the one a page showed), or None once it is gone or confirmed."""
+    if not isinstance(pk, int):
+        return None
+    return TOTPDevice.objects.filter(user=user, pk=pk, confirmed=False).first()
 
 
 @transaction.atomic
@@ -54,9 +67,17 @@ def confirm_authenticator(device, token):
 
 @transaction.atomic
 def enrol_confirmed(user):
-    """A confirmed authenticator at once, replacing any other (the enrol_totp command: an admin's word)."""
-    TOTPDevice.objects.filter(user=user).delete()
+    """A confirmed authenticator at once, replacing every other device of the user, backup codes
+    included (the enrol_totp command: an admin's word, for a lost phone or a stolen factor)."""
+    for device in list(devices_for_user(user, confirmed=None)):
+        device.delete()
     return TOTPDevice.objects.create(user=user, name=AUTHENTICATOR_NAME, confirmed=True)
+
+
+def discard_backup_codes_without_authenticator(user_id):
+    """Backup codes stand in for the authenticator: when its last one is deleted, they go too."""
+    if not TOTPDevice.objects.filter(user_id=user_id, confirmed=True).exists():
+        StaticDevice.objects.filter(user_id=user_id).delete()
 
 
 @transaction.atomic

@@ -1,8 +1,9 @@
-"""The admin's login form: password, then the second factor when DJANGO_REQUIRE_2FA is on."""
+"""The admin's login form (password, then the second factor when DJANGO_REQUIRE_2FA is on) and
+its password-change form, both counted by the lockout."""
 
 from django import forms
 from django.conf import settings
-from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.forms import AdminAuthenticationForm, AdminPasswordChangeForm
 from django.contrib.auth.signals import user_login_failed
 from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm
@@ -10,18 +11,28 @@ from django_otp.models import Device
 
 from . import devices
 
-NO_AUTHENTICATOR = (
-    "Two-factor authentication is required and this account has no authenticator app yet. "
-    "Ask an administrator to run: python manage.py enrol_totp %(username)s"
+# The one answer to every failed login with 2FA on, whatever was wrong: a different one for a right
+# password (a missing or wrong code, no authenticator) would tell a password guesser they have it.
+FAILED_LOGIN = (
+    "Please enter the correct username, password and authentication code of a staff account. "
+    "No authenticator app yet, or lost it? Ask an administrator for an enrolment link "
+    "(python manage.py enrol_totp USERNAME)."
 )
+
+
+def count_failure(request, user):
+    """A failed login of `user` for the lockout (django-axes) and the audit trail, as Django's
+    authenticate() signals a wrong password."""
+    user_login_failed.send(sender=__name__, credentials={"username": user.get_username()}, request=request)
 
 
 class LoginForm(OTPAdminAuthenticationForm):
     """django-otp's admin login form, with the device taken from the code when none is chosen.
 
     A 6-digit code is checked against the user's authenticator app, anything else against their
-    backup codes: one device is tried, never each in turn. A wrong code counts as a failed login
-    for the lockout (django-axes), like a wrong password.
+    backup codes: one device is tried, never each in turn. With 2FA on, every failure (a wrong
+    password, a missing or wrong code, no authenticator) counts as a failed login for the lockout
+    (django-axes) and gets the same message, FAILED_LOGIN.
     """
 
     otp_error_messages = {
@@ -47,21 +58,32 @@ class LoginForm(OTPAdminAuthenticationForm):
         return devices.normalise(self.cleaned_data.get("otp_token"))
 
     def clean(self):
-        self.cleaned_data = AdminAuthenticationForm.clean(self)  # password, active staff
-        user = self.get_user()
-        if user is None:
+        if not settings.DJANGO_REQUIRE_2FA:  # the password alone; a code, when typed, is still checked
+            self.cleaned_data = AdminAuthenticationForm.clean(self)
+            if self.get_user() is not None and self.cleaned_data.get("otp_token"):
+                try:
+                    self.clean_otp(self.get_user())
+                except forms.ValidationError:
+                    count_failure(self.request, self.get_user())
+                    raise
             return self.cleaned_data
-        if settings.DJANGO_REQUIRE_2FA and devices.confirmed_authenticator(user) is None:
-            raise forms.ValidationError(NO_AUTHENTICATOR, code="no_authenticator", params={"username": user.username})
-        if settings.DJANGO_REQUIRE_2FA or self.cleaned_data.get("otp_token"):
-            try:
-                self.clean_otp(user)
-            except forms.ValidationError as error:
-                if error.code == "invalid_token":
-                    user_login_failed.send(
-                        sender=__name__, credentials={"username": user.get_username()}, request=self.request
-                    )
-                raise
+        if self.has_error("otp_token"):
+            # A malformed code (too long): refused before the password is checked, so the answer
+            # cannot depend on it and costs no failure.
+            return self.cleaned_data
+        try:
+            self.cleaned_data = AdminAuthenticationForm.clean(self)  # a wrong password: authenticate() counts it
+            user = self.get_user()
+            if user is None:  # a field left empty: nothing was checked
+                return self.cleaned_data
+            if devices.confirmed_authenticator(user) is None:
+                raise forms.ValidationError(FAILED_LOGIN, code="no_authenticator")
+            self.clean_otp(user)
+        except forms.ValidationError:
+            if self.user_cache is not None:  # the password was right: nothing has counted this failure yet
+                count_failure(self.request, self.user_cache)
+                self.user_cache = None
+            raise forms.ValidationError(FAILED_LOGIN, code="invalid_login") from None
         return self.cleaned_data
 
     def _chosen_device(self, user):
@@ -76,3 +98,25 @@ class LoginForm(OTPAdminAuthenticationForm):
             authenticator = devices.backup_device(user) or authenticator
         # Locked for the check, as django-otp does for a chosen device, so its throttling counts every try.
         return Device.from_persistent_id(authenticator.persistent_id, for_verify=True) if authenticator else None
+
+
+class PasswordChangeForm(AdminPasswordChangeForm):
+    """The admin's password change, where a wrong old password is a failed login (the lockout's
+    count and rules), so the form is no unthrottled oracle for the password."""
+
+    def __init__(self, user, *args, request, **kwargs):
+        self.request = request
+        super().__init__(user, *args, **kwargs)
+
+    def clean_old_password(self):
+        try:
+            return super().clean_old_password()
+        except forms.ValidationError:
+            count_failure(self.request, self.user)
+            raise
+
+
+class EnrolmentPasswordForm(forms.Form):
+    """The password, asked on an enrolment link's page: the link alone does not enrol a device."""
+
+    password = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(attrs={"autofocus": True}))

@@ -21,10 +21,11 @@ def status(field):
 if __name__ == "__main__":
     configure()
     from django.contrib.auth.models import User
-    from django.test import Client, override_settings
+    from django.test import override_settings
 
-    client = Client()
-    client.force_login(User.objects.get(username="bench-reviewer"))
+    from bench.admin_scenarios import logged_in
+
+    client = logged_in(User.objects.get(username="bench-reviewer"))
     with override_settings(ROOT_URLCONF="bench.urls", DEBUG=False):
         client.get("/admin/registrations/appregistration/")  # everything imported, connections open
         before = status("VmRSS")

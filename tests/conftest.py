@@ -1,9 +1,11 @@
 import pytest
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.db import connection
+from django.test import Client
 
 from registrations.simulator import Faults, SimulatedVerifik, SimulatorServer
 
-from .support import staff
+from .support import staff, verify_session
 
 TOKEN = "test-token-5e77c0de"
 
@@ -24,6 +26,30 @@ def django_db_setup(django_db_setup, django_db_blocker):
             [name],
         )
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}_bench_smoke" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def test_logins_pass_the_second_factor(monkeypatch):
+    """The test client's force_login() and login() stand for a complete login: password and code.
+
+    With DJANGO_REQUIRE_2FA on (as in production, and so in the tests) every request needs a session
+    verified by django-otp. Tests that are about the login itself use the real form with real TOTP
+    codes (tests/test_access.py); support.password_only_login() makes a session that is not verified.
+    """
+    force_login, login = Client.force_login, Client.login
+
+    def verified_force_login(self, user, backend=None):
+        force_login(self, user, backend)
+        verify_session(self, user)
+
+    def verified_login(self, **credentials):
+        if not login(self, **credentials):
+            return False
+        verify_session(self, get_user_model()._default_manager.get(pk=self.session[SESSION_KEY]))
+        return True
+
+    monkeypatch.setattr(Client, "force_login", verified_force_login)
+    monkeypatch.setattr(Client, "login", verified_login)
 
 
 @pytest.fixture
@@ -52,7 +78,7 @@ def verifik(settings):
 
 @pytest.fixture
 def rita(client):
-    """A member of Registration reviewers, logged in on the test client."""
+    """A member of Registration reviewers, logged in on the test client (password and second factor)."""
     user = staff("rita", "Registration reviewers")
     client.force_login(user)
     return user
@@ -60,7 +86,7 @@ def rita(client):
 
 @pytest.fixture
 def otto(client):
-    """A member of Registration operators, logged in on the test client."""
+    """A member of Registration operators, logged in on the test client (password and second factor)."""
     user = staff("otto", "Registration operators")
     client.force_login(user)
     return user

@@ -7,9 +7,12 @@ import time
 import psycopg
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.test import Client
 
 from registrations.mapping import parse_timestamp
 from registrations.models import AppRegistration
+
+DJANGO_FORCE_LOGIN = Client.force_login  # before tests/conftest.py wraps it
 
 
 def assert_mirrors(account, skip=()):
@@ -81,6 +84,28 @@ def staff(username, group=None):
     if group:
         user.groups.add(Group.objects.get(name=group))
     return user
+
+
+def verify_session(client, user):
+    """Mark the client's session as having passed the second factor, as django_otp.login() does after
+    the login form's code: the id of the user's confirmed authenticator (made if it has none) in it."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from access import devices
+
+    device = devices.confirmed_authenticator(user)
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=devices.AUTHENTICATOR_NAME, confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
+def password_only_login(client, user):
+    """A session that did not pass the second factor: Django's own force_login (tests/conftest.py
+    makes the test client's pass it)."""
+    DJANGO_FORCE_LOGIN(client, user)
 
 
 def totp_code(device, offset=0):

@@ -220,7 +220,8 @@ def test_the_list_page_runs_the_same_queries_for_10_or_50_rows(reviewer, verifik
         response = reviewer.get(LIST)
     assert len(listed(response)) == 50
     # 12, the idle-session save of every request (SESSION_SAVE_EVERY_REQUEST: an UPDATE, inside
-    # a savepoint in a test's transaction), and the page's one `list` audit event (a reviewer sees people).
+    # a savepoint in a test's transaction), the session's second-factor device (OTPMiddleware) and the
+    # page's one `list` audit event (a reviewer sees people).
     assert len(large.captured_queries) == len(small.captured_queries) <= 12 + 3 + 1
 
 

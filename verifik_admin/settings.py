@@ -96,6 +96,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): did this session pass the second factor
+    "access.middleware.RequireVerifiedSessionMiddleware",  # with 2FA on, a session that did not is logged out
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -205,7 +206,8 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the end time the lockou
 AXES_LOCKOUT_CALLABLE = "access.lockout.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "verifik_admin.client_ip.client_ip"
 AXES_VERBOSE = False  # no start-up banner in every process's log; failures and lockouts are still logged
-AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token", "csrfmiddlewaretoken"]
+# "token": an enrolment link's (access/enrolment_links.py), in the query string of its page.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token", "csrfmiddlewaretoken", "token"]
 
 # Sessions end after DJANGO_SESSION_IDLE_MINUTES without a request, and when the browser closes.
 DJANGO_SESSION_IDLE_MINUTES = env.float("DJANGO_SESSION_IDLE_MINUTES", default=30)

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from access import views as access_views
 from access.forms import LoginForm
 from registrations.webhooks import verifik_webhook
 
@@ -21,6 +22,8 @@ urlpatterns = [
     path("health/", health.HealthView.as_view(), name="health"),
     path("admin/", admin.site.admin_view(admin_index)),  # before admin.site.urls, whose index it replaces
     path("admin/two-factor/", include("access.urls")),  # before admin.site.urls, whose catch-all would take it
+    # The admin's own URL (admin:password_change reverses to it), under the lockout: access/views.py.
+    path("admin/password_change/", admin.site.admin_view(access_views.password_change)),
     path("admin/", admin.site.urls),
     path("webhooks/verifik/<str:secret>/", verifik_webhook, name="verifik-webhook"),
 ]
