@@ -1,6 +1,9 @@
-from django.contrib import admin
+"""The product's URLs, plus the stock admin the bench compares against (/stock/)."""
+
 from django.urls import path
+
+from verifik_admin.urls import urlpatterns as product
 
 from .stock_admin import stock_site
 
-urlpatterns = [path("admin/", admin.site.urls), path("stock/", stock_site.urls)]
+urlpatterns = [*product, path("stock/", stock_site.urls)]
