@@ -11,6 +11,7 @@ from django.conf import settings
 
 from . import sync
 from .models import SyncRun
+from .sync import reaper
 from .sync.refresh import QUEUED
 from .verifik import VerifikError
 
@@ -116,6 +117,23 @@ def fetch_registration_details(self, verifik_id, sync_run_id):
         sync.fetch_details_for(sync_run_id, verifik_id, last_attempt=last_attempt)
     except VerifikError as exc:
         _retry_or_raise(self, exc)
+
+
+@shared_task(**SHORT_LIMITS)
+def reap_stalled_work():
+    """Every VERIFIK_REAPER_SECONDS: fail dead runs and partitions, walk partitions again, re-queue lost work."""
+
+    def refresh_again(pending):
+        refresh_registration.delay(
+            pending.verifik_id, trigger=pending.trigger, user_id=pending.user_id, kind=pending.kind
+        )
+
+    def details_again(verifik_ids):
+        for verifik_id in verifik_ids:
+            fetch_registration_details.delay(verifik_id, None)
+
+    report = reaper.reap(on_partitions=_fan_out_partitions, on_refresh=refresh_again, on_details=details_again)
+    return {"failed": report.failed, "redispatched": report.redispatched, "families_failed": report.families_failed}
 
 
 @shared_task(**SHORT_LIMITS)
