@@ -128,6 +128,7 @@ class Walk:
         self.run.seen += result.fresh
         self.unidentified += result.unidentified
         self.writer.submit(prepared)
+        self.writer.poll()
         leases.beat(self.run, self.committed)  # every page: the lease's heartbeat, and where a retry would resume
         if time.monotonic() - self.saved_at >= PROGRESS_EVERY:
             self.save_progress()
@@ -232,10 +233,15 @@ def run_sync(
         leases.release(run.pk)
 
 
+def lane_priority(statuses):
+    """The active lane (reviewers' statuses) draws on the API budget before the full lane."""
+    return budget.ACTIVE if statuses else budget.SYNC
+
+
 def _run_in_lane(run, statuses, details, client, on_details, before_page, on_partitions, split):
     """Run under the single flight of the run's lane: active syncs skip only for an active sync, the full
     lane only for a full sync (one walk, or a split family still alive)."""
-    client = client or runs.build_client(priority=budget.ACTIVE if statuses else budget.SYNC)
+    client = client or runs.build_client(priority=lane_priority(statuses))
     plan = None
     full = run.kind == SyncRun.Kind.FULL
     with bind(run_id=run.pk, task_id=run.task_id or None), runs.listing_lock(runs.lane_key(run.kind)) as acquired:

@@ -341,9 +341,10 @@ def prepare_page(items, seen=None, run_id=None, new_only=False, item_bytes=None,
     new, changed, cleaned = [], [], set()
     for verifik_id, item in batch.items():
         first_sight, stored = looked_up[verifik_id]
-        if not first_sight and not rewrite_repeats:  # stored (or rejected) earlier in this walk
+        if not first_sight:  # stored (or rejected) earlier in this walk
             result.duplicates += 1
-            continue
+            if not rewrite_repeats:
+                continue
         if stored is seen_ids.UNCHANGED:
             result.unchanged += 1
             continue
