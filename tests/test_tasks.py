@@ -16,7 +16,7 @@ from django.urls import reverse
 from registrations import dispatch, tasks
 from registrations.models import AppRegistration, PendingRefresh, SyncRun, WebhookDelivery
 from registrations.simulator import Faults
-from registrations.sync import SyncFailed, run_sync
+from registrations.sync import SyncFailed, reaper, run_sync
 
 from .conftest import TOKEN
 from .support import assert_mirrors, database_url, sync_lock_is_free, wait_until
@@ -168,6 +168,92 @@ def test_a_full_sync_split_across_two_worker_processes_mirrors_the_account_and_r
     ), "partitions ran side by side"
     assert_mirrors(account)
     assert sync_lock_is_free()
+
+
+ACTIVE = ["STARTED", "ONGOING", "NEEDS_MANUAL_VERIFICATION"]
+SPLIT = {"VERIFIK_SYNC_DETAILS": "false", "VERIFIK_SYNC_PARTITION_PAGES": "4"}
+
+
+def reap_through(broker):
+    """One reaper pass from the test's process, handing work out through the real broker (as beat's task does)."""
+
+    def partitions(parent, ids, details):
+        for partition_id in ids:
+            send(broker, "sync_partition", partition_run_id=partition_id, details=details)
+
+    return reaper.reap(on_partitions=partitions, on_refresh=lambda pending: None, on_details=lambda ids: None)
+
+
+def reap_until_ended(broker, parent_pk, worker, timeout=90):
+    def ended():
+        reap_through(broker)
+        return SyncRun.objects.get(pk=parent_pk).outcome != "running"
+
+    def state():
+        rows = list(SyncRun.objects.values_list("pk", "kind", "outcome", "partition", "error"))
+        return f"the full sync to end: {rows}\n{worker.log.read_text()[-3000:]}"
+
+    wait_until(ended, timeout, state, interval=0.3)
+    return SyncRun.objects.get(pk=parent_pk)
+
+
+def walking_past_its_first_page():
+    for child in SyncRun.objects.filter(kind="partition", outcome="running", committed_page__isnull=False):
+        if child.committed_page > child.partition["first"]:
+            return child
+    return None
+
+
+def test_a_worker_killed_mid_partition_costs_that_partition_walked_again_from_its_last_page(
+    verifik, broker, workers, settings
+):
+    settings.VERIFIK_RUN_LEASE_SECONDS = 3
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    first = workers(account, concurrency=1, **SPLIT)
+    send(broker, "sync_registrations", trigger="user")
+    wait_until(walking_past_its_first_page, 60, lambda: f"a partition under way:\n{first.log.read_text()[-3000:]}")
+    kill(first)  # SIGKILL to its whole process group: nothing runs after
+    victim = SyncRun.objects.get(pk=walking_past_its_first_page().pk)  # as the dead worker left it
+    second = workers(account, concurrency=2, **SPLIT)  # what a supervisor does
+    send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
+    family = reap_until_ended(broker, victim.parent_id, second)
+    assert family.outcome == "succeeded", family.error
+    victim.refresh_from_db()
+    assert victim.outcome == "failed" and "lease lock was free" in victim.error
+    again = SyncRun.objects.get(kind="partition", partition__replaces=victim.pk)
+    assert again.outcome == "succeeded" and again.partition["attempt"] == 2
+    assert again.partition["first"] == victim.committed_page > victim.partition["first"]
+    active = SyncRun.objects.get(kind="active")
+    assert active.outcome == "succeeded" and active.started_at < family.finished_at, active.error
+    assert not SyncRun.objects.filter(outcome="running").exists()
+    assert (family.partitions_done, family.seen) == (family.partitions, 400)
+    assert_mirrors(account)
+
+
+def test_partitions_lost_with_the_broker_queue_are_dispatched_again_and_run(verifik, broker, workers, settings):
+    settings.VERIFIK_RUN_LEASE_SECONDS = 3
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    worker = workers(account, concurrency=1, **SPLIT)
+    send(broker, "sync_registrations", trigger="user")
+    wait_until(
+        lambda: SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=False).exists(),
+        60,
+        lambda: f"a partition under way:\n{worker.log.read_text()[-3000:]}",
+    )
+    redis.Redis.from_url(BROKER_URL).flushdb()  # the broker comes back empty: every queued partition is gone
+    lost = set(SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=True).values_list("pk", flat=True))
+    assert len(lost) > 3
+    parent_pk = SyncRun.objects.get(kind="full").pk
+    send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
+    family = reap_until_ended(broker, parent_pk, worker)
+    assert family.outcome == "succeeded", family.error
+    for child in SyncRun.objects.filter(pk__in=lost):
+        assert child.outcome == "failed" and "its message was lost" in child.error
+        assert SyncRun.objects.get(partition__replaces=child.pk).outcome == "succeeded"
+    active = SyncRun.objects.get(kind="active")
+    assert active.outcome == "succeeded" and active.started_at < family.finished_at, active.error
+    assert not SyncRun.objects.filter(outcome="running").exists()
+    assert_mirrors(account)
 
 
 def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, broker, workers):
