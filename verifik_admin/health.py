@@ -21,7 +21,7 @@ from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 from redis.asyncio import Redis as RedisClient
 
-from registrations.health_checks import FullSyncRecent
+from registrations.health_checks import FullSyncRecent, LanesFresh
 
 from .celery import app as celery_app
 
@@ -86,6 +86,7 @@ CHECKS = {
     "workers": Workers,
     "beat": Beat,
     "full_sync": FullSyncRecent,
+    "freshness": LanesFresh,
 }
 
 

@@ -8,9 +8,9 @@ back from those rows every VERIFIK_REAPER_SECONDS:
 
 - a listing run or a started partition whose lease lock is free, or whose heartbeat
   is older than VERIFIK_RUN_LEASE_SECONDS, is marked failed with the reason;
-- a partition dispatched over a lease ago that never started, while no partition of
-  its family holds a lease or beat within the lease (the workers are not busy
-  with its family, yet it did not start), lost its message;
+- a partition dispatched over a lease ago that never started, while no listing run or
+  partition beat within the lease (the workers are not busy with syncs, yet it did not
+  start), lost its message;
 - such a partition is dispatched again from its last committed page, up to
   VERIFIK_PARTITION_ATTEMPTS attempts in all; then the family fails at once and frees
   the full lane (its partitions still walking stop at their next heartbeat);
@@ -77,7 +77,7 @@ def _age(since, now):
     return f"{(now - since).total_seconds():.0f} s"
 
 
-def stalled(run, holders, busy_families, now, stale_before):
+def stalled(run, holders, busy, now, stale_before):
     """Why `run` is dead, in words for its error; empty while it may be alive."""
     lease = f"VERIFIK_RUN_LEASE_SECONDS = {settings.VERIFIK_RUN_LEASE_SECONDS:g}"
     if run.pk in holders:
@@ -88,9 +88,9 @@ def stalled(run, holders, busy_families, now, stale_before):
             )
         return ""
     if run.kind == SyncRun.Kind.PARTITION and run.heartbeat_at is None:
-        if run.started_at < stale_before and run.parent_id not in busy_families:
+        if run.started_at < stale_before and not busy:
             return (
-                f"Dispatched {_age(run.started_at, now)} ago and never started while its family made no progress "
+                f"Dispatched {_age(run.started_at, now)} ago and never started while no sync made progress "
                 f"({lease}): its message was lost; found by the reaper."
             )
         return ""
@@ -103,12 +103,11 @@ def stalled(run, holders, busy_families, now, stale_before):
 def _reap_runs(report, now, stale_before, on_partitions):
     running = list(SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, kind__in=_LEASED_KINDS))
     holders = leases.holders([run.pk for run in running])
-    busy_families = {run.parent_id for run in running if run.kind == SyncRun.Kind.PARTITION and run.pk in holders}
-    busy_families |= _active_families([run.pk for run in running if run.partitions], stale_before)
+    busy = _workers_busy(stale_before)
     for run in running:
         if run.partitions:  # a split family: alive through its partitions
             continue
-        why = stalled(run, holders, busy_families, now, stale_before)
+        why = stalled(run, holders, busy, now, stale_before)
         if not why:
             continue
         if run.kind == SyncRun.Kind.PARTITION:
@@ -119,13 +118,10 @@ def _reap_runs(report, now, stale_before, on_partitions):
         _close_abandoned(report, family, stale_before)
 
 
-def _active_families(family_ids, stale_before):
-    """Families one of whose partitions beat within the lease (each beats every page, up to its last): workers
-    are working through its queue, and the partitions still queued wait their turn."""
-    if not family_ids:
-        return set()
-    recent = SyncRun.objects.filter(heartbeat_at__gte=stale_before, parent_id__in=family_ids)
-    return set(recent.values_list("parent_id", flat=True).distinct())
+def _workers_busy(stale_before):
+    """Some listing run or partition beat within the lease (each beats every page, up to its last): the workers
+    are working through the queue, and a partition still queued may be waiting its turn behind that work."""
+    return SyncRun.objects.filter(kind__in=_LEASED_KINDS, heartbeat_at__gte=stale_before).exists()
 
 
 def _fail(run, why, now):
