@@ -383,10 +383,11 @@ def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
         "a = s['sync-active-registrations']; f = s['sync-all-registrations'];"
         "print(a['task'], a['schedule'].total_seconds(), ','.join(a['kwargs']['statuses']));"
         "print(f['task'], f['schedule'].total_seconds(), f['kwargs'].get('statuses'));"
-        "p = s['prune-sync-history']; print(p['task'], p['schedule'].total_seconds())"
+        "p = s['prune-sync-history']; print(p['task'], p['schedule'].total_seconds());"
+        "r = s['reap-stalled-work']; print(r['task'], r['schedule'].total_seconds())"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings"}
-    env.update(VERIFIK_ACTIVE_SYNC_MINUTES="2", VERIFIK_FULL_SYNC_HOURS="12")
+    env.update(VERIFIK_ACTIVE_SYNC_MINUTES="2", VERIFIK_FULL_SYNC_HOURS="12", VERIFIK_REAPER_SECONDS="7")
     out = subprocess.run(
         [sys.executable, "-c", "import django; django.setup();" + script],
         cwd=ROOT,
@@ -397,4 +398,5 @@ def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
     ).stdout.split("\n")
     assert out[0] == "registrations.tasks.sync_registrations 120.0 STARTED,ONGOING,NEEDS_MANUAL_VERIFICATION"
     assert out[2] == "registrations.tasks.prune_sync_history 86400.0"
+    assert out[3] == "registrations.tasks.reap_stalled_work 7.0"
     assert out[1] == f"registrations.tasks.sync_registrations {timedelta(hours=12).total_seconds()} None"
