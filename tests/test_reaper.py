@@ -261,3 +261,30 @@ def test_one_reaper_at_a_time(verifik, split):
         other.execute("SELECT pg_advisory_lock(%s)", [reaper.REAPER_LOCK_KEY])
         assert Queue().reap().skipped
     assert not Queue().reap().skipped
+
+
+def test_a_partition_whose_database_connection_died_is_left_to_the_reaper_and_walked_again(verifik, split):
+    """A Postgres restart ends every connection: the partition is neither failed nor counted, but walked again."""
+    account = verifik(count=300)
+    parent, queued = family()
+    for partition_id in queued[1:]:
+        run_partition(partition_id, details=False)
+    connection.ensure_connection()
+    ours = connection.connection.info.backend_pid
+    killed = []
+
+    def kill_our_connection(page):  # the simulator's thread, before it serves the partition's second page
+        if page == 2 and not killed:
+            with psycopg.connect(**params(), autocommit=True) as killer:
+                killed.append(killer.execute("SELECT pg_terminate_backend(%s)", [ours]).fetchone()[0])
+
+    account.before_list_page = kill_our_connection
+    assert run_partition(queued[0], details=False).outcome == SyncRun.Outcome.RUNNING
+    assert killed == [True]
+    assert SyncRun.objects.get(pk=queued[0]).outcome == SyncRun.Outcome.RUNNING  # not failed: the reaper decides
+    queue = Queue()
+    assert queue.reap().failed == [queued[0]]
+    account.before_list_page = None
+    closed = run_partition(queue.partitions[0], details=False)
+    assert closed.outcome == SyncRun.Outcome.SUCCEEDED, closed.error
+    assert_mirrors(account)

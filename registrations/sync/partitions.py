@@ -15,7 +15,7 @@ import logging
 import math
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from verifik_admin.logs import bind
@@ -153,6 +153,12 @@ def _walk_and_count_in(child, parent, client):
             _walk_partition(child, parent, client)
             closed = runs.finish_if_running(child, SyncRun.Outcome.SUCCEEDED)
         except Exception as exc:  # the family fails below; the exception is recorded, not raised
+            if isinstance(exc, DatabaseError) and not connection.is_usable():
+                # The database went away (restarted, this backend killed): the lease lock went with the
+                # connection, and the reaper walks the partition again from its last committed page.
+                log.warning("Partition run %s lost its database connection (%s); the reaper retries it", child.pk, exc)
+                connection.close()
+                return False
             log.error("Partition run %s failed: %s", child.pk, runs.describe_failure(exc))
             closed = runs.finish_if_running(child, SyncRun.Outcome.FAILED, runs.describe_failure(exc))
         # A run the reaper ended meanwhile is not counted here: the reaper walks it again or counts it in.
