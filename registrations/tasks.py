@@ -133,7 +133,12 @@ def reap_stalled_work():
             fetch_registration_details.delay(verifik_id, None)
 
     report = reaper.reap(on_partitions=_fan_out_partitions, on_refresh=refresh_again, on_details=details_again)
-    return {"failed": report.failed, "redispatched": report.redispatched, "families_failed": report.families_failed}
+    return {
+        "failed": report.failed,
+        "redispatched": report.redispatched,
+        "resent": report.resent,
+        "families_failed": report.families_failed,
+    }
 
 
 @shared_task(**SHORT_LIMITS)

