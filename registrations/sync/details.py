@@ -18,6 +18,7 @@ from django.utils import timezone
 from .. import mapping
 from ..models import AppRegistration, SyncRun
 from ..verifik import AuthRejected, VerifikError
+from . import leases
 from .refresh import fetch_and_store
 from .runs import build_client, task_deadline
 from .upsert import Rejected
@@ -65,6 +66,7 @@ def claim_lost(batch=DETAIL_BATCH):
 def process_backlog(run, client, on_details):
     """Hand the due backlog to `on_details(run, ids)` (the Celery fan-out), or fetch it here without one."""
     for ids in claim_backlog():
+        leases.beat(run)  # handing out a large backlog takes a while: the run's lease stays fresh
         if on_details is not None:
             on_details(run, ids)
             SyncRun.objects.filter(pk=run.pk).update(details_queued=F("details_queued") + len(ids))
