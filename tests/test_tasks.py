@@ -207,6 +207,27 @@ def walking_past_its_first_page():
     return None
 
 
+def test_an_active_sync_queued_behind_a_split_full_sync_takes_the_next_free_worker(verifik, broker, workers):
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    worker = workers(account, concurrency=1, **SPLIT)
+    send(broker, "sync_registrations", trigger="user")
+    wait_until(
+        lambda: SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=False).exists(),
+        60,
+        lambda: f"a partition under way:\n{worker.log.read_text()[-3000:]}",
+    )
+    send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
+    active = wait_until(
+        lambda: SyncRun.objects.filter(kind="active").exclude(outcome="running").first(), 60, "the active sync"
+    )
+    waiting = SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=True).count()
+    assert active.outcome == "succeeded" and waiting > 3, (active.outcome, waiting)  # not behind them all
+    family = SyncRun.objects.get(kind="full")
+    wait_until(lambda: SyncRun.objects.get(pk=family.pk).outcome != "running", 90, "the full sync")
+    assert SyncRun.objects.get(pk=family.pk).outcome == "succeeded"
+    assert_mirrors(account)
+
+
 def test_a_worker_killed_mid_partition_costs_that_partition_walked_again_from_its_last_page(
     verifik, broker, workers, settings
 ):
