@@ -2,10 +2,12 @@
 
 The parent SyncRun is the full sync; each partition is a child SyncRun walked by
 its own task, all of them recording what they see under the parent's walk key
-(seen.py). The single flight holds for the whole family: the parent plans and
-creates the partitions under the exclusive listing lock, partitions hold its
-shared side while they walk, and a sync that finds the family alive between
-partitions skips. The last partition to finish (counted on the parent's row,
+(seen.py). The full lane's single flight holds for the whole family: the parent
+plans and creates the partitions under the lane's exclusive lock, partitions
+hold its shared side while they walk, and a full sync that finds the family
+alive between partitions skips (active syncs run: their lane is another).
+Each partition walks under its lease (leases.py); the reaper walks a dead one
+again from its last committed page (reaper.py). The last partition to finish (counted on the parent's row,
 under a row lock) closes the family: removals are marked only when every
 partition succeeded and the family saw as many registrations as the listing
 reports, with the same cap and 404 confirmation as a single walk.
