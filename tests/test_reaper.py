@@ -60,6 +60,8 @@ def died_at_page(partition_id, page):
     with psycopg.connect(**params(), autocommit=True) as holder:
         assert holder.execute("SELECT pg_try_advisory_lock(%s, %s)", [LEASE_LOCK_CLASS, partition_id]).fetchone()[0]
         SyncRun.objects.filter(pk=partition_id).update(heartbeat_at=timezone.now(), committed_page=page)
+        # What Postgres does when the backend ends; said here, as a backend's exit trails its client's close.
+        holder.execute("SELECT pg_advisory_unlock_all()")
 
 
 def age():
@@ -173,6 +175,7 @@ def test_a_partition_never_started_is_sent_again_only_past_the_lease_while_its_f
         busy.execute("SELECT pg_advisory_lock(%s, %s)", [LEASE_LOCK_CLASS, queued[0]])
         SyncRun.objects.filter(pk=queued[0]).update(heartbeat_at=timezone.now())
         assert queue.reap().resent == []
+        busy.execute("SELECT pg_advisory_unlock_all()")  # its worker dies
     run_partition(queued[1], details=False)
     report = queue.reap()  # the sibling's worker died, another sibling just ended: the rest still wait their turn
     assert (report.failed, report.resent) == ([queued[0]], [])
@@ -273,6 +276,7 @@ def test_one_reaper_at_a_time(verifik, split):
     with psycopg.connect(**params(), autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [reaper.REAPER_LOCK_KEY])
         assert Queue().reap().skipped
+        other.execute("SELECT pg_advisory_unlock_all()")
     assert not Queue().reap().skipped
 
 

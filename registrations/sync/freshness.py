@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import Max
 from django.utils import timezone
 
 from ..models import SyncRun
@@ -25,20 +25,24 @@ class Freshness:
     full_finished_at: datetime | None = None
 
 
-def _last_success(kind):
-    """(started_at, finished_at) of the lane's last successful sync, or (None, None)."""
-    row = (
-        SyncRun.objects.filter(kind=kind, outcome=SyncRun.Outcome.SUCCEEDED)
-        .order_by(F("finished_at").desc(nulls_last=True))
-        .values_list("started_at", "finished_at")
-        .first()
-    )
-    return row or (None, None)
-
-
 def lane_freshness():
-    active, full = _last_success(SyncRun.Kind.ACTIVE), _last_success(SyncRun.Kind.FULL)
-    return Freshness(active_at=active[0], full_at=full[0], active_finished_at=active[1], full_finished_at=full[1])
+    """Both lanes in one query: the latest start and the latest finish of each lane's successful syncs."""
+    rows = {
+        row["kind"]: row
+        for row in SyncRun.objects.filter(
+            kind__in=[SyncRun.Kind.ACTIVE, SyncRun.Kind.FULL], outcome=SyncRun.Outcome.SUCCEEDED
+        )
+        .values("kind")
+        .annotate(started=Max("started_at"), finished=Max("finished_at"))
+        .order_by()
+    }
+    active, full = rows.get(SyncRun.Kind.ACTIVE, {}), rows.get(SyncRun.Kind.FULL, {})
+    return Freshness(
+        active_at=active.get("started"),
+        full_at=full.get("started"),
+        active_finished_at=active.get("finished"),
+        full_finished_at=full.get("finished"),
+    )
 
 
 def _span(delta):
