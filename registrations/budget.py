@@ -7,9 +7,10 @@ Lua script does the arithmetic on Redis's own clock, so machines with skewed
 clocks agree. A 429 halves the shared rate at once (at most once a second,
 however many in-flight requests are refused together) and pauses the whole
 fleet for the Retry-After; the rate then climbs back by RECOVERY of the
-configured rate each second (AIMD). Refreshes (someone is waiting) go before
-syncs and the detail backlog: a refresh that cannot have a token at once
-registers as waiting, and no sync request takes a token while one waits.
+configured rate each second (AIMD). Refreshes (someone is waiting) and the
+active lane (the statuses reviewers work on) go before the full lane and the
+detail backlog: a request of theirs that cannot have a token at once registers
+as waiting, and no full-lane request takes a token while one waits.
 
 Without Redis (no VERIFIK_BUDGET_REDIS_URL nor CELERY_BROKER_URL: eager tests,
 a development shell) the same bucket lives in this process only. When Redis
@@ -33,7 +34,9 @@ from .verifik import VerifikError
 
 log = logging.getLogger(__name__)
 
-REFRESH, SYNC = "refresh", "sync"  # priorities: a user or webhook refresh, and everything else
+# Priorities: a user or webhook refresh, the active lane's sync, and everything else (the full lane, details).
+REFRESH, ACTIVE, SYNC = "refresh", "active", "sync"
+AHEAD = frozenset({REFRESH, ACTIVE})  # the priorities that go before SYNC
 BURST = 1.0  # tokens: requests are spaced evenly, so any one-second window holds at most rate + 1
 DECREASE = 0.5  # a 429 multiplies the shared rate by this
 CUT_COOLDOWN = 1.0  # seconds: in-flight requests refused together cut the rate once
@@ -44,9 +47,9 @@ IDLE_EXPIRY = 3600  # seconds an account's state stays in Redis without a reques
 SLOW_WAIT = 2.0  # seconds: a longer wait for one token is logged
 REDIS_RETRY = 5.0  # seconds on the local bucket after a Redis failure before trying Redis again
 
-# KEYS: state hash, waiting-refreshes sorted set. ARGV: op (take|cut), configured rate, priority, waiter id,
-# retry-after, and the constants. Returns {granted 0/1, wait seconds, current rate, cut 0/1} (numbers as
-# strings: Redis truncates Lua numbers to integers).
+# KEYS: state hash, sorted set of waiting requests that go first. ARGV: op (take|cut), configured rate,
+# priority, waiter id, retry-after, and the constants. Returns {granted 0/1, wait seconds, current rate,
+# cut 0/1} (numbers as strings: Redis truncates Lua numbers to integers).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -75,14 +78,14 @@ else
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if now < paused then
     wait = paused - now
-  elseif priority ~= 'refresh' and redis.call('ZCARD', KEYS[2]) > 0 then
+  elseif priority == 'sync' and redis.call('ZCARD', KEYS[2]) > 0 then
     wait = 1 / rate
   elseif tokens >= 1 then
     tokens, granted = tokens - 1, 1
   else
     wait = (1 - tokens) / rate
   end
-  if priority == 'refresh' then
+  if priority ~= 'sync' then
     if granted == 1 then
       redis.call('ZREM', KEYS[2], waiter)
     else
@@ -141,13 +144,13 @@ class LocalBucket:
                         del waiting[name]
                 if now < paused:
                     wait = paused - now
-                elif priority != REFRESH and waiting:
+                elif priority not in AHEAD and waiting:
                     wait = 1 / rate
                 elif tokens >= 1:
                     tokens, granted = tokens - 1, True
                 else:
                     wait = (1 - tokens) / rate
-                if priority == REFRESH:
+                if priority in AHEAD:
                     if granted:
                         waiting.pop(waiter, None)
                     else:

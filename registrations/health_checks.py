@@ -9,6 +9,7 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 
 from .selectors import sync_health
+from .sync.freshness import stale_lanes
 
 
 def _hours(delta):
@@ -34,3 +35,17 @@ class FullSyncRecent(HealthCheck):
         age = timezone.now() - finished_at
         if age > max_age:
             raise ServiceUnavailable(f"the last successful full sync is {_hours(age)} old (limit {_hours(max_age)})")
+
+
+@dataclasses.dataclass
+class LanesFresh(HealthCheck):
+    """Each lane's last successful sync is recent enough: the active lane within 3 x VERIFIK_ACTIVE_SYNC_MINUTES,
+    the full lane within 2 x VERIFIK_FULL_SYNC_HOURS. The message names the lane and its age."""
+
+    def run(self):
+        try:
+            problems = stale_lanes()
+        finally:
+            connection.close()  # checks run in short-lived threads: do not leave their connection open
+        if problems:
+            raise ServiceUnavailable("; ".join(problems))

@@ -56,6 +56,7 @@ def distinct_values(*field_names, limit=200):
 class SyncHealth:
     last_run: SyncRun | None  # the latest listing sync, whatever its outcome
     last_full_success: SyncRun | None
+    last_active_success: SyncRun | None = None  # the active lane's (statuses reviewers work on)
 
     @property
     def covered_at(self) -> datetime | None:
@@ -68,21 +69,25 @@ class SyncHealth:
 
 
 def sync_health():
-    """The latest listing sync and the latest successful full sync, in one query."""
+    """The latest listing sync and the latest successful full and active syncs, in one query."""
     listing = SyncRun.objects.filter(kind__in=LISTING_KINDS)
     last_run = listing.exclude(outcome=SyncRun.Outcome.SKIPPED).order_by("-started_at", "-id")
     last_full = listing.filter(kind=SyncRun.Kind.FULL, outcome=SyncRun.Outcome.SUCCEEDED).order_by("-finished_at")
+    last_active = listing.filter(kind=SyncRun.Kind.ACTIVE, outcome=SyncRun.Outcome.SUCCEEDED).order_by("-finished_at")
     is_last_run = Q(pk=Subquery(last_run.values("pk")[:1]))
     is_last_full = Q(pk=Subquery(last_full.values("pk")[:1]))
+    is_last_active = Q(pk=Subquery(last_active.values("pk")[:1]))
     runs = list(
-        SyncRun.objects.filter(is_last_run | is_last_full).annotate(
+        SyncRun.objects.filter(is_last_run | is_last_full | is_last_active).annotate(
             is_last_run=ExpressionWrapper(is_last_run, output_field=BooleanField()),
             is_last_full=ExpressionWrapper(is_last_full, output_field=BooleanField()),
+            is_last_active=ExpressionWrapper(is_last_active, output_field=BooleanField()),
         )
     )
     return SyncHealth(
         last_run=next((run for run in runs if run.is_last_run), None),
         last_full_success=next((run for run in runs if run.is_last_full), None),
+        last_active_success=next((run for run in runs if run.is_last_active), None),
     )
 
 

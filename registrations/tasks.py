@@ -11,10 +11,15 @@ from django.conf import settings
 
 from . import sync
 from .models import SyncRun
+from .sync import reaper
 from .sync.refresh import QUEUED
 from .verifik import VerifikError
 
 RETRY_BACKOFF_CAP = 600  # seconds: the longest wait between two tries of a task
+# Bulk work (a full sync's partitions, detail fetches) is queued at the lowest priority: on Redis a worker
+# takes the next message from priority 0 (every other task) first, so an active sync or a refresh queued
+# behind a thousand partitions takes the next free worker slot instead of waiting for them all to start.
+BULK_PRIORITY = 9
 # Hard limits leave the soft limit's handler time to record the failure.
 SYNC_LIMITS = {
     "soft_time_limit": settings.VERIFIK_SYNC_TIME_LIMIT + 60,
@@ -45,12 +50,12 @@ def _retry_or_raise(task, exc):
 
 def _fan_out_details(run, verifik_ids):
     for verifik_id in verifik_ids:
-        fetch_registration_details.delay(verifik_id, run.pk)
+        fetch_registration_details.apply_async((verifik_id, run.pk), priority=BULK_PRIORITY)
 
 
 def _fan_out_partitions(run, partition_ids, details):
     for partition_id in partition_ids:
-        sync_partition.delay(partition_id, details)
+        sync_partition.apply_async((partition_id, details), priority=BULK_PRIORITY)
 
 
 @shared_task(bind=True, **SYNC_LIMITS)
@@ -116,6 +121,28 @@ def fetch_registration_details(self, verifik_id, sync_run_id):
         sync.fetch_details_for(sync_run_id, verifik_id, last_attempt=last_attempt)
     except VerifikError as exc:
         _retry_or_raise(self, exc)
+
+
+@shared_task(**SHORT_LIMITS)
+def reap_stalled_work():
+    """Every VERIFIK_REAPER_SECONDS: fail dead runs and partitions, walk partitions again, re-queue lost work."""
+
+    def refresh_again(pending):
+        refresh_registration.delay(
+            pending.verifik_id, trigger=pending.trigger, user_id=pending.user_id, kind=pending.kind
+        )
+
+    def details_again(verifik_ids):
+        for verifik_id in verifik_ids:
+            fetch_registration_details.apply_async((verifik_id, None), priority=BULK_PRIORITY)
+
+    report = reaper.reap(on_partitions=_fan_out_partitions, on_refresh=refresh_again, on_details=details_again)
+    return {
+        "failed": report.failed,
+        "redispatched": report.redispatched,
+        "resent": report.resent,
+        "families_failed": report.families_failed,
+    }
 
 
 @shared_task(**SHORT_LIMITS)

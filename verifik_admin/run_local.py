@@ -93,10 +93,14 @@ def after_start(args, use_simulator, manager_failed):
     """Once the processes run: queue the first sync for the worker, then say where the admin is."""
     from django.core.management import CommandError, call_command
 
+    from registrations.mapping import ACTIVE_STATUSES
+
     try:
         if use_simulator:
             wait_for(lambda: answers(args.sim_port), 30, "the Verifik simulator")
         call_command("sync_registrations", queue=True)  # waits in the broker until the worker is ready
+        # The active lane's first sync too (beat's comes an interval later): it runs beside the full sync.
+        call_command("sync_registrations", queue=True, statuses=list(ACTIVE_STATUSES))
         wait_for(lambda: answers(args.port), 60, "the web server")
     except (Refused, CommandError) as exc:
         manager_failed(str(exc))

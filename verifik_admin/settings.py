@@ -397,6 +397,17 @@ VERIFIK_ACTIVE_SYNC_MINUTES = env.float("VERIFIK_ACTIVE_SYNC_MINUTES", default=5
 VERIFIK_FULL_SYNC_HOURS = env.float("VERIFIK_FULL_SYNC_HOURS", default=24)
 VERIFIK_TASK_MAX_RETRIES = env.int("VERIFIK_TASK_MAX_RETRIES", default=5)
 VERIFIK_TASK_RETRY_BACKOFF = env.int("VERIFIK_TASK_RETRY_BACKOFF", default=30)  # whole seconds, doubled per retry
+# Leases (registrations/sync/leases.py): a listing run or partition holds an advisory lock and beats a heartbeat
+# every page; the reaper (every VERIFIK_REAPER_SECONDS) fails one whose lock is free or heartbeat older than
+# VERIFIK_RUN_LEASE_SECONDS, and walks a partition again from its last committed page, up to
+# VERIFIK_PARTITION_ATTEMPTS attempts in all.
+VERIFIK_REAPER_SECONDS = env.float("VERIFIK_REAPER_SECONDS", default=30)
+VERIFIK_RUN_LEASE_SECONDS = env.float("VERIFIK_RUN_LEASE_SECONDS", default=120)
+VERIFIK_PARTITION_ATTEMPTS = env.int("VERIFIK_PARTITION_ATTEMPTS", default=3)
+if VERIFIK_REAPER_SECONDS <= 0 or VERIFIK_RUN_LEASE_SECONDS <= 0 or VERIFIK_PARTITION_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "VERIFIK_REAPER_SECONDS and VERIFIK_RUN_LEASE_SECONDS must be above 0, VERIFIK_PARTITION_ATTEMPTS at least 1."
+    )
 
 
 def _per_second(rate):
@@ -439,11 +450,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "registrations.tasks.purge_removed_registrations",
         "schedule": timedelta(days=1),
     },
+    "reap-stalled-work": {
+        "task": "registrations.tasks.reap_stalled_work",
+        "schedule": timedelta(seconds=VERIFIK_REAPER_SECONDS),
+    },
 }
 
 # --- Health (GET /health/ and the admin index) --------------------------------
 
 HEALTH_FULL_SYNC_MAX_AGE = timedelta(hours=2 * VERIFIK_FULL_SYNC_HOURS)  # two full-sync intervals
+HEALTH_ACTIVE_SYNC_MAX_AGE = timedelta(minutes=3 * VERIFIK_ACTIVE_SYNC_MINUTES)  # three active-sync intervals
 HEALTH_PING_TIMEOUT = timedelta(seconds=1)  # how long workers and beat get to answer a ping
 # Anonymous callers get the last report, refreshed in the background at most once per HEALTH_CACHE_SECONDS
 # for every process together; a staff session or `Authorization: Bearer HEALTH_TOKEN` gets a fresh one.

@@ -73,6 +73,14 @@ class SyncRun(models.Model):
     )
     partitions = models.IntegerField(default=0, help_text="Partitions a full sync was split into (0: one walk).")
     partitions_done = models.IntegerField(default=0, help_text="Partitions finished, whatever their outcome.")
+    # The lease (registrations/sync/leases.py): besides an advisory lock of its own, a running listing run or
+    # partition beats this at least every page; the reaper fails one whose lock is free or beat is too old.
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="The holder's last sign of life; empty for a partition not started yet."
+    )
+    committed_page = models.IntegerField(
+        null=True, blank=True, help_text="The last page whose write committed: a partition walked again starts there."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

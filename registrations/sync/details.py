@@ -18,6 +18,7 @@ from django.utils import timezone
 from .. import mapping
 from ..models import AppRegistration, SyncRun
 from ..verifik import AuthRejected, VerifikError
+from . import leases
 from .refresh import fetch_and_store
 from .runs import build_client, task_deadline
 from .upsert import Rejected
@@ -53,9 +54,19 @@ def claim_backlog(batch=DETAIL_BATCH):
         yield [verifik_id for _, verifik_id in rows]
 
 
+def claim_lost(batch=DETAIL_BATCH):
+    """Up to `batch` ids handed to workers longer than VERIFIK_DETAIL_REQUEUE_MINUTES ago and still pending:
+    their fetch was lost (a worker killed, a broker emptied). Marked queued again, for the reaper to hand out."""
+    now = timezone.now()
+    rows = list(due(now).filter(details_queued_at__isnull=False).order_by("pk").values_list("pk", "verifik_id")[:batch])
+    AppRegistration.objects.filter(pk__in=[pk for pk, _ in rows]).update(details_queued_at=now)
+    return [verifik_id for _, verifik_id in rows]
+
+
 def process_backlog(run, client, on_details):
     """Hand the due backlog to `on_details(run, ids)` (the Celery fan-out), or fetch it here without one."""
     for ids in claim_backlog():
+        leases.beat(run)  # handing out a large backlog takes a while: the run's lease stays fresh
         if on_details is not None:
             on_details(run, ids)
             SyncRun.objects.filter(pk=run.pk).update(details_queued=F("details_queued") + len(ids))

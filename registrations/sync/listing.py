@@ -19,11 +19,11 @@ from django.utils import timezone
 
 from verifik_admin.logs import bind
 
-from .. import mapping
+from .. import budget, mapping
 from ..models import AppRegistration, SyncRun
 from ..verifik import AuthRejected, NotFound, VerifikError
 from . import details as backlog
-from . import partitions, runs, seen
+from . import leases, partitions, runs, seen
 from .upsert import Rejected, finish_page, mark_removed, prepare_page, store_detail
 from .writer import PageWriter
 
@@ -44,14 +44,26 @@ class Walk:
     """One pass over the listing, with the evidence needed to trust it for removals."""
 
     def __init__(
-        self, client, run, statuses, limit, deadline, before_page=None, key=None, pages=(1, None), new_only=False
+        self,
+        client,
+        run,
+        statuses,
+        limit,
+        deadline,
+        before_page=None,
+        key=None,
+        pages=(1, None),
+        new_only=False,
+        rewrite_repeats=False,
     ):
         """`key` names the walk in the seen table (default: the run's id); `pages` = (first, last or None: the end).
 
         `new_only`: the mirror was empty when the sync began, so pages are stored without looking up stored rows.
+        `rewrite_repeats`: ids the key already saw are compared and written all the same (a partition walked
+        again: its dead attempt marked pages seen whose writes may not have committed).
         """
         self.client, self.run, self.statuses, self.limit = client, run, statuses, limit
-        self.new_only = new_only
+        self.new_only, self.rewrite_repeats = new_only, rewrite_repeats
         self.deadline, self.before_page = deadline, before_page
         self.key = run.pk if key is None else key
         self.first_page, self.last_page = pages
@@ -63,6 +75,7 @@ class Walk:
         self.page_cap = None
         self.saved_at = 0.0
         self.writer = None  # the PageWriter, while a pass runs
+        self.committed = None  # the last page of the first pass whose write committed (a retry resumes after it)
 
     def fetch(self, number):
         self.deadline.check()
@@ -99,7 +112,15 @@ class Walk:
             if foreign:
                 shown = ", ".join(sorted(map(str, foreign)))[:200]
                 raise FilterIgnored(f"asked for {', '.join(self.statuses)}, the listing also served {shown}")
-        prepared = prepare_page(page.items, self.key, self.run.pk, new_only=self.new_only, item_bytes=page.item_bytes)
+        prepared = prepare_page(
+            page.items,
+            self.key,
+            self.run.pk,
+            new_only=self.new_only,
+            item_bytes=page.item_bytes,
+            rewrite_repeats=self.rewrite_repeats,
+        )
+        prepared.number = page.page
         result = prepared.result
         result.fresh = len(page.items) - result.duplicates - result.unidentified
         self.distinct += result.fresh
@@ -107,6 +128,8 @@ class Walk:
         self.run.seen += result.fresh
         self.unidentified += result.unidentified
         self.writer.submit(prepared)
+        self.writer.poll()
+        leases.beat(self.run, self.committed)  # every page: the lease's heartbeat, and where a retry would resume
         if time.monotonic() - self.saved_at >= PROGRESS_EVERY:
             self.save_progress()
         return result
@@ -114,6 +137,7 @@ class Walk:
     def _written(self, prepared, refused):
         """A page's write is known (the writer calls this in order): its counts reach the run."""
         result = finish_page(prepared, refused)
+        self.committed = max(self.committed or 0, prepared.number)
         run = self.run
         run.created += result.created
         run.updated += result.updated
@@ -202,28 +226,44 @@ def run_sync(
     statuses = list(statuses or [])
     details = settings.VERIFIK_SYNC_DETAILS if details is None else details
     kind = SyncRun.Kind.ACTIVE if statuses else SyncRun.Kind.FULL
-    run = SyncRun.objects.create(kind=kind, trigger=trigger, user_id=user_id, statuses=statuses, task_id=task_id or "")
-    client = client or runs.build_client()
+    run = leases.create(kind=kind, trigger=trigger, user_id=user_id, statuses=statuses, task_id=task_id or "")
+    try:
+        return _run_in_lane(run, statuses, details, client, on_details, before_page, on_partitions, split)
+    finally:
+        leases.release(run.pk)
+
+
+def lane_priority(statuses):
+    """The active lane (reviewers' statuses) draws on the API budget before the full lane."""
+    return budget.ACTIVE if statuses else budget.SYNC
+
+
+def _run_in_lane(run, statuses, details, client, on_details, before_page, on_partitions, split):
+    """Run under the single flight of the run's lane: active syncs skip only for an active sync, the full
+    lane only for a full sync (one walk, or a split family still alive)."""
+    client = client or runs.build_client(priority=lane_priority(statuses))
     plan = None
-    with bind(run_id=run.pk, task_id=task_id or None), runs.listing_lock() as acquired:
-        family = runs.live_family(run) if acquired else None
+    full = run.kind == SyncRun.Kind.FULL
+    with bind(run_id=run.pk, task_id=run.task_id or None), runs.listing_lock(runs.lane_key(run.kind)) as acquired:
+        family = runs.live_family(run) if acquired and full else None
         if not acquired or family:
             holder = family or runs.running_holder(run)
             reason = f"A sync is already running{f' (run #{holder.pk})' if holder else ''}; this one was skipped."
             return runs.finish(run, SyncRun.Outcome.SKIPPED, reason)
         runs.fail_abandoned_runs(run)
         try:
-            seen.forget()  # nothing walks now: what is left belongs to walks that died
+            if full:
+                seen.forget_dead()  # no full walk runs now: its lane's rows left belong to walks that died
             with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
                 deadline = runs.Deadline(settings.VERIFIK_SYNC_TIME_LIMIT)
-                plan = _walk_and_reconcile(run, client, statuses, before_page, deadline, split)
+                plan = _walk_and_reconcile(run, client, statuses, before_page, deadline, split, details)
                 if plan is None and details:
                     backlog.process_backlog(run, client, on_details)
         except Exception as exc:
             raise runs.fail(run, exc) from exc
         if plan is None:
             return runs.finish(run, SyncRun.Outcome.SUCCEEDED)
-    with bind(run_id=run.pk, task_id=task_id or None):
+    with bind(run_id=run.pk, task_id=run.task_id or None):
         return partitions.dispatch(run, plan, client, details, on_partitions, on_details)
 
 
@@ -246,7 +286,7 @@ def _mirror_is_empty():
     return not AppRegistration.objects.exists()
 
 
-def _walk_and_reconcile(run, client, statuses, before_page, deadline, split):
+def _walk_and_reconcile(run, client, statuses, before_page, deadline, split, details=True):
     """Walk (and for a full sync, reconcile removals); returns the partitions when a full sync is to be split."""
     if statuses:
         try:
@@ -268,7 +308,7 @@ def _walk_and_reconcile(run, client, statuses, before_page, deadline, split):
     number, first = walk._numbered(1)
     specs = partitions.plan(run, client, first, limit, deadline) if split else None
     if specs is not None:
-        return partitions.split(run, specs, first.total, new_only)
+        return partitions.split(run, specs, first.total, new_only, details)
     try:
         walk = _walk(run, client, statuses, before_page, deadline, walk, first)
         if not walk.complete:
@@ -323,6 +363,7 @@ def _confirm_and_mark(run, client, candidates):
     """Mark removed only the candidates whose own detail GET answers 404; store those Verifik still has."""
     still_there, unconfirmed = 0, 0
     for verifik_id in candidates:
+        leases.beat(run)
         try:
             payload = client.get(verifik_id, populates=settings.VERIFIK_POPULATES)
         except NotFound:

@@ -2,10 +2,12 @@
 
 The parent SyncRun is the full sync; each partition is a child SyncRun walked by
 its own task, all of them recording what they see under the parent's walk key
-(seen.py). The single flight holds for the whole family: the parent plans and
-creates the partitions under the exclusive listing lock, partitions hold its
-shared side while they walk, and a sync that finds the family alive between
-partitions skips. The last partition to finish (counted on the parent's row,
+(seen.py). The full lane's single flight holds for the whole family: the parent
+plans and creates the partitions under the lane's exclusive lock, partitions
+hold its shared side while they walk, and a full sync that finds the family
+alive between partitions skips (active syncs run: their lane is another).
+Each partition walks under its lease (leases.py); the reaper walks a dead one
+again from its last committed page (reaper.py). The last partition to finish (counted on the parent's row,
 under a row lock) closes the family: removals are marked only when every
 partition succeeded and the family saw as many registrations as the listing
 reports, with the same cap and 404 confirmation as a single walk.
@@ -15,14 +17,14 @@ import logging
 import math
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from verifik_admin.logs import bind
 
 from ..models import RegistrationStatus, SyncRun
 from . import details as backlog
-from . import runs, seen
+from . import leases, runs, seen
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +76,25 @@ def _walked_whole(run, why):
     log.warning("Sync run %s: %s", run.pk, run.note)
 
 
-def split(run, specs, total, new_only=False):
-    """Create the partition runs (under the listing lock); the family is alive from here."""
+def split(run, specs, total, new_only=False, details=True):
+    """Create the partition runs (under the listing lock); the family is alive from here.
+
+    The plan lives in these rows, not in the broker: the reaper re-dispatches a
+    partition whose message or worker was lost (reaper.py).
+    """
     children = SyncRun.objects.bulk_create(
         SyncRun(
             kind=SyncRun.Kind.PARTITION,
             trigger=run.trigger,
             user_id=run.user_id,
             statuses=[spec["status"]],
-            partition=spec,
+            partition={**spec, "attempt": 1},
             parent=run,
         )
         for spec in specs
     )
     run.partitions = len(children)
-    run.partition = {"total": total, "new_only": new_only}
+    run.partition = {"total": total, "new_only": new_only, "details": details}
     run.save(update_fields=["partitions", "partition", "note"])
     log.info("Sync run %s split into %d partitions", run.pk, len(children))
     return [child.pk for child in children]
@@ -125,25 +131,40 @@ def run_partition(partition_id, *, client=None, details=True, on_details=None, t
     parent = child.parent
     if child.outcome != SyncRun.Outcome.RUNNING:
         return parent
-    client = client or runs.build_client()
-    if task_id:
-        child.task_id = task_id
-        child.save(update_fields=["task_id"])
     with bind(run_id=parent.pk, partition_run_id=child.pk, task_id=task_id or None):
-        with runs.partition_lock() as acquired:
-            try:
-                if not acquired:
-                    raise runs.DeadlineExceeded(
-                        f"Another sync held the listing lock for {runs.PARTITION_LOCK_WAIT:g} s; partition not walked."
-                    )
-                _walk_partition(child, parent, client)
-                runs.finish(child, SyncRun.Outcome.SUCCEEDED)
-            except Exception as exc:  # the family fails below; the exception is recorded, not raised
-                runs.fail(child, exc)
-            last = _count_in(parent, child)
+        with leases.held(child.pk) as mine:
+            if not mine or not leases.start(child):
+                return parent  # another worker walks it (a message delivered twice), or the reaper gave up on it
+            if task_id:
+                child.task_id = task_id
+                child.save(update_fields=["task_id"])
+            last = _walk_and_count_in(child, parent, client or runs.build_client())
         if last:
-            return close_family(parent.pk, client, details, on_details)
+            return close_family(parent.pk, client or runs.build_client(), details, on_details)
     return parent
+
+
+def _walk_and_count_in(child, parent, client):
+    """Walk the partition under its lease; True when it was the family's last to count in."""
+    with runs.partition_lock() as acquired:
+        try:
+            if not acquired:
+                raise runs.DeadlineExceeded(
+                    f"Another sync held the listing lock for {runs.PARTITION_LOCK_WAIT:g} s; partition not walked."
+                )
+            _walk_partition(child, parent, client)
+            closed = runs.finish_if_running(child, SyncRun.Outcome.SUCCEEDED)
+        except Exception as exc:  # the family fails below; the exception is recorded, not raised
+            if isinstance(exc, DatabaseError) and not connection.is_usable():
+                # The database went away (restarted, this backend killed): the lease lock went with the
+                # connection, and the reaper walks the partition again from its last committed page.
+                log.warning("Partition run %s lost its database connection (%s); the reaper retries it", child.pk, exc)
+                connection.close()
+                return False
+            log.error("Partition run %s failed: %s", child.pk, runs.describe_failure(exc))
+            closed = runs.finish_if_running(child, SyncRun.Outcome.FAILED, runs.describe_failure(exc))
+        # A run the reaper ended meanwhile is not counted here: the reaper walks it again or counts it in.
+        return count_in(parent, child) if closed else False
 
 
 def _walk_partition(child, parent, client):
@@ -157,6 +178,7 @@ def _walk_partition(child, parent, client):
     if limit and remaining <= 0:
         raise runs.DeadlineExceeded(f"Stopped after VERIFIK_SYNC_TIME_LIMIT ({limit:g} s).")
     spec = child.partition
+    retry = spec.get("attempt", 1) > 1
     with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
         walk = Walk(
             client,
@@ -166,15 +188,19 @@ def _walk_partition(child, parent, client):
             runs.Deadline(remaining),
             key=parent.pk,
             pages=(spec["first"], spec["last"]),
-            new_only=parent.partition.get("new_only", False),
+            new_only=parent.partition.get("new_only", False) and not retry,
+            rewrite_repeats=retry,
         )
         walk.run_pass()
     child.partition = {**spec, "seen": walk.distinct, "unidentified": walk.unidentified}
     child.save(update_fields=["partition"])
 
 
-def _count_in(parent, child):
-    """Add a finished partition's counters to its parent; True for the last partition of the family."""
+def count_in(parent, child, done=True):
+    """Add a finished partition's counters to its parent; True for the last partition of the family.
+
+    `done=False`: an attempt the reaper gave up on, walked again: its counters count, the partition does not.
+    """
     with transaction.atomic():
         row = SyncRun.objects.select_for_update().get(pk=parent.pk)
         for name in _COUNTERS:
@@ -182,17 +208,31 @@ def _count_in(parent, child):
         room = runs.MAX_LISTED_FAILURES - len(row.failures)
         row.failures = row.failures + child.failures[: max(room, 0)]
         row.seen += child.seen  # repeats across partitions included; the family's distinct count replaces it
-        row.partitions_done += 1
+        row.partitions_done += int(done)
         row.save(update_fields=[*_COUNTERS, "failures", "seen", "partitions_done"])
         return row.partitions_done >= row.partitions
 
 
 def close_family(parent_id, client, details, on_details):
     """The last partition's step: removals only when every partition completed; then the detail backlog."""
-    from .listing import reconcile_removals
+    with leases.held(parent_id) as mine:
+        run = SyncRun.objects.get(pk=parent_id)
+        if not mine or run.outcome != SyncRun.Outcome.RUNNING:
+            return run  # another process closes it, or the reaper failed it already
+        return _close(run, client, details, on_details)
 
-    run = SyncRun.objects.get(pk=parent_id)
+
+def latest_attempts(run):
+    """The family's partitions, each by its latest attempt (a partition walked again replaces the one before)."""
     children = list(run.partition_runs.order_by("pk"))
+    replaced = {child.partition.get("replaces") for child in children}
+    return [child for child in children if child.pk not in replaced]
+
+
+def _close(run, client, details, on_details):
+    from .listing import reconcile_removals  # listing imports this module
+
+    children = latest_attempts(run)
     try:
         with runs.sync_session(settings.VERIFIK_SYNC_STATEMENT_TIMEOUT):
             failed = [child for child in children if child.outcome != SyncRun.Outcome.SUCCEEDED]

@@ -12,12 +12,14 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from .. import budget
-from ..models import LISTING_KINDS, SyncRun, WebhookDelivery
+from ..models import SyncRun, WebhookDelivery
 from ..verifik import VerifikClient, VerifikError
+from .leases import LeaseLost
 
 log = logging.getLogger(__name__)
 
-SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id shared by every listing sync
+SYNC_LOCK_KEY = 0x5EF1_1C5  # pg advisory lock id of the full lane (full syncs exclusive, partitions shared)
+ACTIVE_LOCK_KEY = 0x5EF1_1C6  # pg advisory lock id of the active lane (syncs of given statuses)
 MAX_LISTED_FAILURES = 1000  # rejected records listed on one run (all are counted)
 SINGLE_RUN_ABANDONED_AFTER = timedelta(hours=1)  # a refresh takes seconds; one running this long is dead
 PARTITION_LOCK_WAIT = 60.0  # seconds a partition waits for another sync's brief hold of the lock (it then skips)
@@ -91,27 +93,32 @@ class Deadline:
             raise DeadlineExceeded(f"Stopped after {self.setting} ({self.seconds:g} s).")
 
 
+def lane_key(kind):
+    """The single-flight lock of a listing run's lane: active syncs never wait on the full lane, nor it on them."""
+    return ACTIVE_LOCK_KEY if kind == SyncRun.Kind.ACTIVE else SYNC_LOCK_KEY
+
+
 @contextmanager
-def listing_lock():
-    """Hold the single-flight lock for listing syncs; yields False when another holder has it.
+def listing_lock(key=SYNC_LOCK_KEY):
+    """Hold the single-flight lock of one lane; yields False when another holder has it.
 
     A Postgres session advisory lock frees itself when the holder's connection
     dies, so a killed worker never leaves the lock behind.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK_KEY])
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
         acquired = cursor.fetchone()[0]
     try:
         yield acquired
     finally:
         if acquired:
-            _unlock("pg_advisory_unlock")
+            _unlock("pg_advisory_unlock", key)
 
 
-def _unlock(function):
+def _unlock(function, key=SYNC_LOCK_KEY):
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {function}(%s)", [SYNC_LOCK_KEY])
+            cursor.execute(f"SELECT {function}(%s)", [key])
     except DatabaseError:
         pass  # the lock died with its connection
 
@@ -146,7 +153,7 @@ def family_horizon():
 
 
 def live_family(run):
-    """A full sync split into partitions that is still running within its deadline: it holds the single flight."""
+    """A full sync split into partitions that is still running within its deadline: it holds the full lane."""
     return (
         SyncRun.objects.filter(
             kind=SyncRun.Kind.FULL, outcome=SyncRun.Outcome.RUNNING, partitions__gt=0, started_at__gte=family_horizon()
@@ -225,7 +232,7 @@ def finish(run, outcome, error="", counters=()):
 
 def describe_failure(exc):
     """The words an operator reads on a failed run."""
-    if isinstance(exc, VerifikError | DeadlineExceeded | PartitionsFailed):
+    if isinstance(exc, VerifikError | DeadlineExceeded | PartitionsFailed | LeaseLost):
         return str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
         return "Stopped at the Celery task's soft time limit (VERIFIK_SYNC_TIME_LIMIT or VERIFIK_TASK_TIME_LIMIT)."
@@ -252,17 +259,17 @@ def record_failures(run, failures):
 
 
 def fail_abandoned_runs(run):
-    """Mark runs whose worker died as failed.
+    """Mark runs of the caller's lane whose worker died as failed (the reaper finds them sooner).
 
-    A listing run (or partition) still 'running' while we hold the lock, with no
-    split full sync alive, cannot be running anywhere. A single refresh takes seconds; one running for an hour is dead.
+    A run of this lane (or, in the full lane, a partition) still 'running' while
+    we hold the lane's lock, with no split full sync alive, cannot be running
+    anywhere. A single refresh takes seconds; one running for an hour is dead.
     """
     singles = (SyncRun.Kind.SINGLE, SyncRun.Kind.WEBHOOK)
-    abandoned = (
-        Q(kind__in=LISTING_KINDS, pk__lt=run.pk)
-        | Q(kind=SyncRun.Kind.PARTITION)  # the caller found no split full sync alive: its partitions are dead
-        | Q(kind__in=singles, started_at__lt=timezone.now() - SINGLE_RUN_ABANDONED_AFTER)
-    )
+    lane = Q(kind=run.kind, pk__lt=run.pk)
+    if run.kind == SyncRun.Kind.FULL:
+        lane |= Q(kind=SyncRun.Kind.PARTITION)  # the caller found no split full sync alive: its partitions are dead
+    abandoned = lane | Q(kind__in=singles, started_at__lt=timezone.now() - SINGLE_RUN_ABANDONED_AFTER)
     SyncRun.objects.filter(abandoned, outcome=SyncRun.Outcome.RUNNING).update(
         outcome=SyncRun.Outcome.FAILED,
         finished_at=timezone.now(),
@@ -271,7 +278,20 @@ def fail_abandoned_runs(run):
 
 
 def running_holder(run):
-    return SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, kind__in=LISTING_KINDS).exclude(pk=run.pk).first()
+    """The running run of the caller's lane, for the skipped run's message."""
+    return SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, kind=run.kind).exclude(pk=run.pk).first()
+
+
+def finish_if_running(run, outcome, error="", counters=()):
+    """finish(), unless the reaper ended the run meanwhile; True when this call closed it."""
+    run.outcome, run.error, run.finished_at = outcome, error, timezone.now()
+    fields = {name: getattr(run, name) for name in ["outcome", "error", "note", "finished_at", *counters]}
+    try:
+        closed = SyncRun.objects.filter(pk=run.pk, outcome=SyncRun.Outcome.RUNNING).update(**fields)
+    except DatabaseError:
+        connection.close()
+        closed = SyncRun.objects.filter(pk=run.pk, outcome=SyncRun.Outcome.RUNNING).update(**fields)
+    return bool(closed)
 
 
 def prune_history(keep_days=None, now=None):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import psycopg
 from django.db import connection
 
-from ..models import AppRegistration
+from ..models import AppRegistration, SyncRun
 
 TABLE = "registrations_sync_seen"
 UNCHANGED = "unchanged"  # mark_and_look_up: stored, live, same fingerprint
@@ -103,17 +103,21 @@ def count_missing(walk, before, cap):
             SELECT count(*) FROM (
                 SELECT 1 FROM {table} r
                 WHERE r.removed_upstream_at IS NULL AND r.first_synced_at < %s
+                  AND COALESCE(r.last_synced_at, r.first_synced_at) < %s
                   AND NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.walk = %s AND s.verifik_id = r.verifik_id)
                 LIMIT %s
             ) candidates
             """,  # noqa: S608
-            [before, walk, cap],
+            [before, before, walk, cap],
         )
         return cursor.fetchone()[0]
 
 
 def missing(walk, before, limit, after=""):
-    """Live registrations first stored before `before` that `walk` did not see: up to `limit`, by id after `after`.
+    """Live registrations stored before `before` that `walk` did not see: up to `limit`, by id after `after`.
+
+    A row written since `before` (the walk's start) is never a candidate: the active lane or a refresh read it
+    from Verifik while the walk ran, so its absence from the walk proves nothing.
 
     One anti-join (a hash join over the walk's ids), read in id order so a caller can page through it.
     """
@@ -122,19 +126,28 @@ def missing(walk, before, limit, after=""):
         cursor.execute(
             f"""
             SELECT r.verifik_id FROM {table} r
-            WHERE r.removed_upstream_at IS NULL AND r.first_synced_at < %s AND r.verifik_id > %s
+            WHERE r.removed_upstream_at IS NULL AND r.first_synced_at < %s
+                  AND COALESCE(r.last_synced_at, r.first_synced_at) < %s
+              AND r.verifik_id > %s
               AND NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.walk = %s AND s.verifik_id = r.verifik_id)
             ORDER BY r.verifik_id LIMIT %s
             """,  # noqa: S608
-            [before, after, walk, limit],
+            [before, before, after, walk, limit],
         )
         return [row[0] for row in cursor.fetchall()]
 
 
 def forget(*walks):
-    """Drop what these walks saw; with no walk, everything (no walk can be running: the caller holds the lock)."""
+    """Drop what these walks saw."""
     with connection.cursor() as cursor:
-        if walks:
-            cursor.execute(f"DELETE FROM {TABLE} WHERE walk = ANY(%s)", [list(walks)])  # noqa: S608
-        else:
-            cursor.execute(f"TRUNCATE {TABLE}")  # noqa: S608
+        cursor.execute(f"DELETE FROM {TABLE} WHERE walk = ANY(%s)", [list(walks)])  # noqa: S608
+
+
+def forget_dead():
+    """Drop what walks that no longer run saw: the other lane may be walking now, and its rows stay."""
+    runs = connection.ops.quote_name(SyncRun._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {TABLE} s WHERE NOT EXISTS "  # noqa: S608
+            f"(SELECT 1 FROM {runs} r WHERE r.id = abs(s.walk) AND r.outcome = 'running')"
+        )

@@ -64,6 +64,7 @@ class PreparedPage:
     changed: list  # verifik ids of the rows stored again
     cleaned: set
     values: list | None = None  # the rows' copy_values, made ahead
+    number: int = 0  # the listing page it came from (set by the walk)
 
 
 def _statement(kind):
@@ -284,7 +285,7 @@ def finish_page(page, refused):
     return result
 
 
-def prepare_page(items, seen=None, run_id=None, new_only=False, item_bytes=None):
+def prepare_page(items, seen=None, run_id=None, new_only=False, item_bytes=None, rewrite_repeats=False):
     """Everything store_page does before writing: drop repeats, compare fingerprints, map; a PreparedPage.
 
     An item whose fingerprint matches its stored row is skipped before it is
@@ -298,6 +299,8 @@ def prepare_page(items, seen=None, run_id=None, new_only=False, item_bytes=None)
 
     `new_only` (with a walk key): the mirror held none of the walk's registrations
     when it began (a first sync), so the page's stored state is not looked up.
+    `rewrite_repeats`: repeats are compared and written like first sights (a partition
+    walked again after its worker died: the ids it marked seen may never have been written).
     """
     result = PageResult()
     batch, received = {}, {}
@@ -340,7 +343,8 @@ def prepare_page(items, seen=None, run_id=None, new_only=False, item_bytes=None)
         first_sight, stored = looked_up[verifik_id]
         if not first_sight:  # stored (or rejected) earlier in this walk
             result.duplicates += 1
-            continue
+            if not rewrite_repeats:
+                continue
         if stored is seen_ids.UNCHANGED:
             result.unchanged += 1
             continue

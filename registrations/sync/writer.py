@@ -53,6 +53,11 @@ class PageWriter:
         if self._in_flight is None or self._in_flight[1].done() or len(self._queued) >= BATCH_PAGES:
             self._send()
 
+    def poll(self):
+        """Count the write in flight if it is done (without waiting): the walk's committed page moves on."""
+        if self._in_flight is not None and self._in_flight[1].done():
+            self._wait()
+
     def _send(self):
         """Wait for the write in flight, then start one of every queued page."""
         self._wait()
