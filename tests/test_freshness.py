@@ -18,14 +18,19 @@ def succeeded(kind, minutes_ago):
     return run
 
 
+HEALTH_TOKEN = "health-token-for-the-freshness-tests"
+
+
 def freshness(client):
-    response = client.get("/health/")
+    """The fresh report (the token's): anonymous callers get the stored one, computed at most every 10 s."""
+    response = client.get("/health/", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
     return response.status_code, response.json()["checks"]["freshness"]
 
 
 @pytest.fixture
 def intervals(settings):
     settings.CELERY_BROKER_URL = ""  # no broker: those checks fail fast; this one is read alone
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
     settings.HEALTH_ACTIVE_SYNC_MAX_AGE = timedelta(minutes=15)  # 3 x VERIFIK_ACTIVE_SYNC_MINUTES (5)
     settings.HEALTH_FULL_SYNC_MAX_AGE = timedelta(hours=48)  # 2 x VERIFIK_FULL_SYNC_HOURS (24)
 

@@ -27,7 +27,7 @@ from registrations.sync import run_sync
 from verifik_admin import health as health_view
 from verifik_admin.embedded import EmbeddedValkey
 
-from .support import side_connection, staff, totp_code, wait_until
+from .support import password_only_login, side_connection, staff, totp_code, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = {"database", "broker", "workers", "beat", "full_sync", "freshness"}
@@ -276,7 +276,7 @@ def test_only_the_exact_token_or_a_verified_staff_session_runs_the_checks(client
     assert full_sync(Authorization=f"Bearer {HEALTH_TOKEN}") == old
 
     user = staff("hilda")
-    client.force_login(user)  # a staff session, but not past the second factor (DJANGO_REQUIRE_2FA)
+    password_only_login(client, user)  # a staff session, but not past the second factor (DJANGO_REQUIRE_2FA)
     assert full_sync() == old
     client.logout()
     device = devices.enrol_confirmed(user)
