@@ -1,4 +1,4 @@
-"""Scenario 13: 20 anonymous clients looping on /health/ for 10 s, and the login page's median beside them.
+"""Scenario 14: 20 anonymous clients looping on /health/ for 10 s, and the login page's median beside them.
 
 gunicorn as the Procfile starts it (`--workers ${WEB_CONCURRENCY:-3}`), production settings (DEBUG off,
 the collected static files), the benchmark's database and broker, on 127.0.0.1 only. No Celery worker

@@ -502,7 +502,7 @@ def report_filters(f):
 def report_health(h):
     g = h["health"]
     print_table(
-        f"13. The login page beside {h['clients']} anonymous clients looping on /health/ for {h['seconds']:g} s, "
+        f"14. The login page beside {h['clients']} anonymous clients looping on /health/ for {h['seconds']:g} s, "
         f"gunicorn with {h['workers']} workers",
         ["", "login median ms", "login p90 ms", "requests"],
         [
