@@ -18,7 +18,7 @@ from verifik_admin.logs import RedactSecretsFilter
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-webhook-secret"
+SECRET = "test-webhook-secret-long-enough-for-the-check"
 
 
 def test_the_backlog_is_queued_once_across_three_syncs(verifik):

@@ -245,7 +245,11 @@ def test_webhook_deliveries_are_never_trusted_with_html(client, verifik):
     body = '{{"type": "<script>alert(1)</script>_app_registration_created", "object": {{"_id": "{}"}}}}'.format(
         account.records[0]["_id"]
     )
-    client.post(reverse("verifik-webhook", args=["test-webhook-secret"]), body, content_type="application/json")
+    client.post(
+        reverse("verifik-webhook", args=["test-webhook-secret-long-enough-for-the-check"]),
+        body,
+        content_type="application/json",
+    )
     admin = Client()
     admin.force_login(User.objects.create_superuser("root", password="pw"))
     html = admin.get(reverse("admin:registrations_webhookdelivery_changelist")).content.decode()

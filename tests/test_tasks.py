@@ -419,7 +419,7 @@ def test_a_burst_of_100_webhooks_for_one_registration_costs_at_most_two_gets(
     worker = workers(account, concurrency=2)
     target = account.records[4]["_id"]
     account.reset_stats()
-    url = reverse("verifik-webhook", args=["test-webhook-secret"])
+    url = reverse("verifik-webhook", args=["test-webhook-secret-long-enough-for-the-check"])
     body = {"type": "onboarding_app_registration_ongoing", "object": {"_id": target}}
     for n in range(100):
         if n == 50:

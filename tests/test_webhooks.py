@@ -10,7 +10,7 @@ from registrations.sync import run_sync
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-webhook-secret"
+SECRET = "test-webhook-secret-long-enough-for-the-check"
 
 
 def url(secret=SECRET):
