@@ -32,6 +32,7 @@ SIZES = {
         "chain_reps": 1,
         "budget_seconds": 10,
         "health_seconds": 5,
+        "freshness": {"count": 2_000, "seconds": 30, "every": 3, "cases": ["none"], "full_page_seconds": 0.3},
     },
     "full": {
         "count": 100_000,
@@ -50,6 +51,7 @@ SIZES = {
         "chain_reps": 3,
         "budget_seconds": 30,
         "health_seconds": 10,
+        "freshness": {"count": 3_000, "seconds": 90, "every": 3, "cases": None, "full_page_seconds": 1.5},
     },
 }
 
@@ -67,6 +69,7 @@ SCENARIOS = [
     "privacy",
     "filters",
     "health",
+    "freshness",
 ]
 
 
@@ -108,7 +111,7 @@ def main():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from . import admin_scenarios, audit_chain, budget, health_load, sync_scenarios
+    from . import admin_scenarios, audit_chain, budget, freshness, health_load, sync_scenarios
 
     only = set(args.only or SCENARIOS)
     output = Path(args.output)
@@ -221,6 +224,11 @@ def main():
         results["health"] = health_load.health_under_load(seconds=size["health_seconds"])
         report_health(results["health"])
         save()
+    if "freshness" in only:
+        f = size["freshness"]
+        results["freshness"] = freshness.freshness(**{**f, "cases": f["cases"] or freshness.FAULTS})
+        report_freshness(results["freshness"])
+        save()
     results["targets"] = targets(results)
     if results["targets"]:
         print_table(
@@ -277,6 +285,15 @@ def targets(results):
             "<= 2x",
             h["ratio"] <= 2,
         )
+    if "freshness" in results:
+        for c in results["freshness"]["cases"]:
+            add(
+                f"freshness, max lag to the mirror, fault: {c['fault']}",
+                c["max"],
+                f"<= {c['goal']:.1f} s",
+                c["met"],
+                "{:.1f} s",
+            )
     if "audit" in results:
         a = results["audit"]
         add(
@@ -524,6 +541,49 @@ def report_health(h):
         f"   floor, the same clients on the smallest WSGI app: {f['per_second']:.0f}/s, median {f['median_ms']:.1f} ms "
         f"(a request queued behind {h['clients']} waits ~{h['clients'] / f['per_second'] * 1000:.0f} ms there)"
     )
+
+
+def report_freshness(f):
+    def seconds(value):
+        return "-" if value is None else f"{value:.1f}"
+
+    print_table(
+        f"15. Freshness on real workers and beat: {f['count']} registrations ({f['active']} active), an active sync "
+        f"every {f['active_interval_s']:g} s, one change every {f['every']:g} s for {f['seconds']:g} s, "
+        f"a split full sync meanwhile ({f['full_page_seconds']:g} s a page)",
+        [
+            "fault",
+            "changes",
+            "p50 s",
+            "p99 s",
+            "max s",
+            "goal s",
+            "active walk s",
+            "full sync",
+            "after fault s",
+            "walked again / resent",
+            "left running",
+            "",
+        ],
+        [
+            [
+                c["fault"],
+                f"{c['seen']}/{c['changes']}",
+                f"{c['p50']:.1f}",
+                f"{c['p99']:.1f}",
+                f"{c['max']:.1f}",
+                f"{c['goal']:.1f}",
+                f"{c['active_walk_median']:.1f} (max {c['active_walk_max']:.1f})",
+                f"{c['full_outcome']} in {seconds(c['full_seconds'])} s",
+                seconds(c["full_ended_after_fault"]),
+                f"{c['partitions_walked_again']} / {c['partitions_resent']} of {c['partitions']}",
+                ", ".join(c["left_running"]) or "none",
+                "met" if c["met"] else "MISSED",
+            ]
+            for c in f["cases"]
+        ],
+    )
+    print("   goal: max lag <= 2 x the active interval + one active walk (the median active SyncRun's duration)")
 
 
 if __name__ == "__main__":
