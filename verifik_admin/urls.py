@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from access import views as access_views
 from access.forms import LoginForm
+from registrations import selectors
 from registrations.webhooks import verifik_webhook
 
 from . import health
@@ -15,7 +16,8 @@ admin.site.login_form = LoginForm  # the second factor, when DJANGO_REQUIRE_2FA 
 
 def admin_index(request):
     """The admin's own index, with the service health (templates/admin/index.html) for staff."""
-    return admin.site.index(request, extra_context={"health_checks": health.results_for_page()})
+    context = {"health_checks": health.results_for_page(), "sync_health": selectors.sync_health()}
+    return admin.site.index(request, extra_context=context)
 
 
 urlpatterns = [
